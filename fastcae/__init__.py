@@ -1,0 +1,13 @@
+"""fastcae: fast data-free knowledge distillation (CAE-DFKD) in PyTorch.
+
+``from fastcae import distill``: a teacher classifier and a student in, a distilled student out, with no data.
+"""
+
+__version__ = "0.1.0"
+
+from .api import DistillResult, distill
+from .config import PRESETS, DistillConfig
+from .models import create_model, list_models, register_model
+
+__all__ = ["distill", "DistillConfig", "DistillResult", "PRESETS", "create_model", "list_models", "register_model",
+           "__version__"]
