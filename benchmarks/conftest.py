@@ -1,0 +1,45 @@
+"""Benchmark set-up: shared fixtures and the machine/version record stored with every result.
+
+Run with ``pytest benchmarks/ --benchmark-only``. GPU-only cases skip with a reason on a CPU machine.
+Results quoted in the README come from one run, with the machine named (see ``benchmarks/results/``).
+"""
+
+import datetime
+import os
+import platform
+
+import pytest
+import torch
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# On CPU, Triton kernels only run through the interpreter (slow, not a performance path): the fused cases
+# skip there. Setting TRITON_INTERPRET here would make CPU timings meaningless, so it is never set.
+requires_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="fused Triton kernels are timed on a CUDA GPU only")
+
+
+def sync():
+    """Call inside timed functions: CUDA work is asynchronous, so time the work, not the launch."""
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
+@pytest.fixture
+def device():
+    return DEVICE
+
+
+def pytest_benchmark_update_machine_info(config, machine_info):
+    try:
+        import triton
+
+        triton_version = triton.__version__
+    except ImportError:
+        triton_version = "absent"
+    machine_info["torch"] = torch.__version__
+    machine_info["triton"] = triton_version
+    machine_info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
+    machine_info["date"] = datetime.date.today().isoformat()
+    machine_info["cpu_threads"] = torch.get_num_threads()
+    machine_info["python"] = platform.python_version()
+    machine_info["hostname_hint"] = os.environ.get("FASTCAE_MACHINE", platform.node())

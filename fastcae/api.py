@@ -1,0 +1,235 @@
+"""``distill()``: validate the inputs early with errors that name the problem, build the parts, run, return.
+
+Everything that can be checked before the long work starts is checked here: the class count against the
+teacher's output width, the image shape against the generator and both networks, mean/std lengths,
+BatchNorm layers in the teacher, the evaluation set, option names and values, a checkpoint to resume.
+"""
+
+from __future__ import annotations
+
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import torch
+from torch import Tensor, nn
+
+from . import checkpoint as ckpt
+from .config import DistillConfig, make_config
+from .embeddings import class_embeddings
+from .loop import DistillRun, EvalSet
+from .pool import SyntheticPool
+
+
+@dataclass
+class DistillResult:
+    student: nn.Module  # the distilled student, in eval mode (the projection head is dropped)
+    history: list[dict]  # one record per epoch: losses, lr, wall seconds, images synthesised, accuracy
+    config: DistillConfig
+    generator: nn.Module  # the last generator (for pictures of what it synthesises)
+    pool: SyntheticPool  # the synthetic images the student learned from, with labels and source ids
+    class_names: list[str] = field(default_factory=list)
+
+    @property
+    def accuracy(self) -> float | None:
+        """The last evaluated accuracy (None without an evaluation set)."""
+        accs = [h["accuracy"] for h in self.history if h.get("accuracy") is not None]
+        return accs[-1] if accs else None
+
+
+def _resolve_device(device) -> torch.device:
+    if device is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device} was asked for but CUDA is not available here; use device='cpu'")
+    return device
+
+
+def _check_image_shape(image_shape) -> tuple[int, int, int]:
+    shape = tuple(int(s) for s in image_shape)
+    if len(shape) != 3 or min(shape) <= 0:
+        raise ValueError(f"image_shape must be (channels, height, width) of positive sizes, got {image_shape}")
+    c, h, w = shape
+    if h % 4 or w % 4:
+        raise ValueError(f"image_shape {shape}: the generator upsamples 4x, so height and width must be "
+                         f"multiples of 4 (e.g. 32x32, 64x64, 224x224)")
+    return shape
+
+
+def _check_norm(name: str, values, channels: int) -> tuple[float, ...]:
+    values = tuple(float(v) for v in values)
+    if len(values) != channels:
+        raise ValueError(f"{name} has {len(values)} values for images with {channels} channels: give one per channel")
+    if name == "std" and min(values) <= 0:
+        raise ValueError(f"std must be positive per channel, got {values}")
+    return values
+
+
+@torch.no_grad()
+def _probe_classifier(model: nn.Module, role: str, image_shape, device) -> int:
+    """Run ``model`` on two blank images; return its output width or explain why it cannot be used."""
+    was_training = model.training
+    model.eval()
+    try:
+        out = model(torch.zeros(2, *image_shape, device=device))
+    except Exception as err:  # noqa: BLE001 (re-raised with the user's context)
+        raise ValueError(f"the {role} cannot take images of shape {tuple(image_shape)}: "
+                         f"{type(err).__name__}: {err}") from err
+    finally:
+        model.train(was_training)
+    if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
+        shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
+        raise ValueError(f"the {role} must return logits [batch, num_classes]; it returned {shape}")
+    return int(out.shape[1])
+
+
+def _eval_set(eval_data, image_shape, num_classes) -> EvalSet | None:
+    if eval_data is None:
+        return None
+    if isinstance(eval_data, EvalSet):
+        images, labels = eval_data.images, eval_data.labels
+    elif isinstance(eval_data, (tuple, list)) and len(eval_data) == 2 and isinstance(eval_data[0], Tensor):
+        images, labels = eval_data
+    elif isinstance(eval_data, torch.utils.data.Dataset):
+        pairs = [eval_data[i] for i in range(len(eval_data))]
+        images = torch.stack([torch.as_tensor(p[0]) for p in pairs])
+        labels = torch.as_tensor([int(p[1]) for p in pairs])
+    else:
+        raise TypeError("eval_data must be (images, labels) tensors, an EvalSet, or a Dataset of (image, label)")
+    labels = torch.as_tensor(labels).long()
+    if tuple(images.shape[1:]) != tuple(image_shape):
+        raise ValueError(f"eval_data images have shape {tuple(images.shape[1:])}, the run uses {tuple(image_shape)}")
+    if images.shape[0] != labels.shape[0]:
+        raise ValueError(f"eval_data has {images.shape[0]} images but {labels.shape[0]} labels")
+    if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"eval_data labels must be in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
+    if images.numel() and (images.min() < 0 or images.max() > 1):
+        warnings.warn("eval_data images should be in [0, 1], not normalised: fastcae applies mean/std itself",
+                      stacklevel=3)
+    return EvalSet(images.float(), labels)
+
+
+def distill(
+    teacher: nn.Module,
+    student: nn.Module,
+    class_names: Sequence[str] | None = None,
+    *,
+    image_shape=(3, 32, 32),
+    mean=(0.4914, 0.4822, 0.4465),
+    std=(0.2023, 0.1994, 0.2010),
+    num_classes: int | None = None,
+    preset: str | None = None,
+    config: DistillConfig | None = None,
+    eval_data=None,
+    checkpoint_dir: str | Path | None = None,
+    text_encoder=None,
+    **options,
+) -> DistillResult:
+    """Distil ``student`` from ``teacher`` without data (CAE-DFKD by default).
+
+    Args:
+        teacher, student: classifiers ``[B, C, H, W] -> [B, num_classes]``. The teacher is frozen and put in
+            eval mode; it needs BatchNorm2d layers for the BN-statistics loss (or pass ``bn_weight=0``).
+        class_names: one name per teacher output (prompts for the text encoder). If None, the class
+            indices serve as names (``num_classes`` or the teacher's output width).
+        image_shape, mean, std: what the teacher was trained on (images in [0, 1], then normalised).
+        preset: named defaults (``fastcae.config.PRESETS``); ``config``: a full ``DistillConfig``.
+        eval_data: optional labelled set, ``(images in [0, 1], labels)``, scored after each epoch.
+        checkpoint_dir: save after each epoch there, atomically; resume from it if it holds a checkpoint.
+        text_encoder: a name ("auto", "clip", "minilm", "sentence-transformers:<model>", "random"), an encoder
+            object, or a ``[num_classes, dim]`` tensor of your own embeddings.
+        **options: any ``DistillConfig`` field, e.g. ``paradigm="nayer"``, ``epochs=200``, ``flip=False``,
+            ``device="cuda"``, ``seed=1``.
+    """
+    encoder_obj = None
+    if text_encoder is not None:
+        if isinstance(text_encoder, str):
+            options["text_encoder"] = text_encoder
+        else:
+            encoder_obj = text_encoder  # a tensor or an encoder object: not a config value
+            options["text_encoder"] = "tensor" if isinstance(text_encoder, Tensor) else getattr(
+                text_encoder, "name", type(text_encoder).__name__)
+    cfg = make_config(preset, config, **options)
+    device = _resolve_device(cfg.device)
+    image_shape = _check_image_shape(image_shape)
+    mean = _check_norm("mean", mean, image_shape[0])
+    std = _check_norm("std", std, image_shape[0])
+    if not isinstance(teacher, nn.Module) or not isinstance(student, nn.Module):
+        raise TypeError("teacher and student must be torch.nn.Module classifiers")
+
+    teacher.to(device)
+    student.to(device)
+    width = _probe_classifier(teacher, "teacher", image_shape, device)
+    if class_names is not None:
+        class_names = [str(n) for n in class_names]
+        if len(class_names) != width:
+            raise ValueError(f"{len(class_names)} class names given but the teacher outputs {width} classes")
+    if num_classes is not None and num_classes != width:
+        raise ValueError(f"num_classes={num_classes} but the teacher outputs {width} classes")
+    if class_names is None:
+        class_names = [str(i) for i in range(width)]
+    student_width = _probe_classifier(student, "student", image_shape, device)
+    if student_width != width:
+        raise ValueError(f"the student outputs {student_width} classes, the teacher {width}: they must match")
+    if cfg.bn_weight > 0 and not any(isinstance(m, nn.BatchNorm2d) for m in teacher.modules()):
+        raise ValueError("the teacher has no BatchNorm2d layer, so the BN-statistics loss (bn_weight="
+                         f"{cfg.bn_weight}) has nothing to match; pass bn_weight=0 to distil without it (expect far "
+                         "lower accuracy: that term is what makes synthetic images resemble the training data)")
+    evalset = _eval_set(eval_data, image_shape, width)
+
+    if encoder_obj is not None:
+        embeddings = class_embeddings(class_names, encoder=encoder_obj, prompt=cfg.prompt,
+                                      cache_dir=cfg.embedding_cache)
+    else:
+        embeddings = class_embeddings(class_names, encoder=cfg.text_encoder, prompt=cfg.prompt,
+                                      cache_dir=cfg.embedding_cache, allow_random_fallback=cfg.allow_random_fallback)
+
+    torch.manual_seed(cfg.seed)
+    run = DistillRun(cfg, teacher, student, embeddings, image_shape, mean, std, device, evalset)
+    if checkpoint_dir is not None:
+        payload = ckpt.load(checkpoint_dir, cfg, device=device)
+        if payload is not None:
+            run.load_state_dict(payload["state"])
+    _run_epochs(run, checkpoint_dir)
+
+    student.eval()
+    for p in student.parameters():
+        p.requires_grad_(True)
+    return DistillResult(student=student, history=run.history, config=cfg, generator=run.synth.generator,
+                         pool=run.pool, class_names=class_names)
+
+
+def _run_epochs(run: DistillRun, checkpoint_dir) -> None:
+    """The outer loop: epochs with a progress bar, a wall-time budget and checkpoints."""
+    cfg = run.cfg
+    start = time.perf_counter()
+    deadline = None if cfg.max_seconds is None else start + max(cfg.max_seconds - run.elapsed, 0.0)
+    bar = None
+    if cfg.progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=cfg.epochs, initial=run.epoch, desc=f"fastcae {cfg.paradigm}", unit="epoch",
+                   dynamic_ncols=True)
+    try:
+        while run.epoch < cfg.epochs:
+            record = run.run_epoch(deadline)
+            if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs):
+                ckpt.save(checkpoint_dir, run.state_dict(), cfg)
+            if bar is not None:
+                post = {"imgs": record["images_synthesized"]}
+                if "kd" in record:
+                    post["kd"] = f"{record['kd']:.3f}"
+                if record.get("accuracy") is not None:
+                    post["acc"] = f"{100 * record['accuracy']:.1f}%"
+                bar.set_postfix(post)
+                bar.update(1)
+            if deadline is not None and time.perf_counter() > deadline:
+                if checkpoint_dir is not None and run.epoch % cfg.checkpoint_every != 0:
+                    ckpt.save(checkpoint_dir, run.state_dict(), cfg)
+                break
+    finally:
+        if bar is not None:
+            bar.close()

@@ -1,0 +1,54 @@
+"""Random crop with padding, horizontal flip and normalisation, batched on device tensors.
+
+torchvision's transforms work one PIL image at a time on the host; here one call augments a whole
+``[B, C, H, W]`` batch where it lives, with per-sample random offsets and flips, and no host sync.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+
+def random_crop(x: Tensor, padding: int) -> Tensor:
+    """Zero-pad by ``padding`` and take a random ``H x W`` window per sample (torchvision's RandomCrop)."""
+    if padding <= 0:
+        return x
+    b, c, h, w = x.shape
+    padded = F.pad(x, (padding, padding, padding, padding))
+    oy = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
+    ox = torch.randint(0, 2 * padding + 1, (b, 1), device=x.device)
+    rows = (oy + torch.arange(h, device=x.device)).view(b, 1, h, 1).expand(b, c, h, w + 2 * padding)
+    cols = (ox + torch.arange(w, device=x.device)).view(b, 1, 1, w).expand(b, c, h, w)
+    # two gathers (rows, then columns) pick each sample's window without a Python loop or a host sync
+    return padded.gather(2, rows).gather(3, cols)
+
+
+def random_flip(x: Tensor) -> Tensor:
+    """Flip each sample left-right with probability 1/2."""
+    flip = torch.rand(x.shape[0], 1, 1, 1, device=x.device) < 0.5
+    return torch.where(flip, x.flip(-1), x)
+
+
+class Augment:
+    """``images in [0, 1] -> crop/flip (when training) -> (x - mean) / std``, the teacher's input."""
+
+    def __init__(self, mean, std, padding: int = 4, flip: bool = True):
+        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
+        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.padding = padding
+        self.flip = flip
+
+    def to(self, device) -> "Augment":
+        self.mean, self.std = self.mean.to(device), self.std.to(device)
+        return self
+
+    def normalize(self, x: Tensor) -> Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+    def __call__(self, x: Tensor) -> Tensor:
+        x = random_crop(x, self.padding)
+        if self.flip:
+            x = random_flip(x)
+        return self.normalize(x)

@@ -1,0 +1,209 @@
+"""One dataclass holds every knob of a distillation run; each default says where it comes from.
+
+Defaults follow NAYER's CIFAR-10 loop and loss weights (METHOD.md section 2) unless marked "decision"
+(METHOD.md section 5). Named presets are plain dicts of overrides, applied before the user's keywords.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+PARADIGMS = ("cae", "nayer", "fast")
+
+# Generator steps per synthesis batch when ``g_steps`` is None. cae: decision (the paradigm change: the
+# generator persists, noise gives diversity, so few steps; the digits prototype found 10 far better than 30
+# on a budget). nayer: 30 (CIFAR-10). fast: k = 5 adaptation steps (Fast-DFKD's middle setting).
+DEFAULT_G_STEPS = {"cae": 10, "nayer": 30, "fast": 5}
+
+
+@dataclass
+class DistillConfig:
+    # --- method -------------------------------------------------------------------------------------
+    paradigm: str = "cae"  # "cae" (CEND, persistent generator), "nayer" (noisy layer), "fast" (meta-generator)
+
+    # --- schedule (NAYER, CIFAR-10) ---------------------------------------------------------------------
+    epochs: int = 120  # all epochs, warm-up included
+    warmup_epochs: int = 20  # synthesis only, no student training, no adversarial term
+    warmup_synth_batches: int = 10  # synthesis batches per warm-up epoch
+    synth_batches: int = 2  # synthesis batches per epoch after warm-up (4 on Tiny-ImageNet)
+    student_steps: int = 400  # student steps per epoch after warm-up (1000 on Tiny-ImageNet)
+    synth_batch_size: int = 400  # images per synthesis batch (200 on Tiny-ImageNet)
+    student_batch_size: int = 512  # 256 on Tiny-ImageNet
+    g_steps: int | None = None  # generator steps per synthesis batch; None: DEFAULT_G_STEPS[paradigm]
+    g_life: int = 10  # re-create the generator (and its optimiser) every g_life epochs
+    max_seconds: float | None = None  # stop after this much wall time (checked between student steps)
+
+    # --- generator ----------------------------------------------------------------------------------
+    generator_width: int = 64  # ngf: the body runs at 2*ngf then ngf channels (128 -> 64, as NAYER)
+    lr_g: float = 4e-3  # Adam lr of the generator (NAYER)
+    betas_g: tuple[float, float] = (0.5, 0.999)
+    noisy_dim: int = 1000  # nayer: width of the K-to-1 noisy layer
+    latent_dim: int = 256  # fast: width of z
+    lr_z: float = 0.01  # fast: Adam lr of z during adaptation
+
+    # --- CEND (decision, METHOD.md 5.2) ---------------------------------------------------------------
+    noise_sources: tuple[str, ...] = ("gaussian", "uniform", "laplace", "rademacher")
+    noise_magnitudes: tuple = (1.0, 1.0, 1.0, 1.0)  # per source, relative to rms(e_off); floats or [dim] lists
+    noise_magnitudes_end: tuple | None = None  # where a schedule ends; None: constant
+    noise_schedule: str = "constant"  # "constant", "linear" or "cosine" over post-warm-up progress
+
+    # --- category embeddings (decision, METHOD.md 5.1) ------------------------------------------------
+    text_encoder: str = "auto"  # "auto", "clip", "minilm", "sentence-transformers:<name or dir>", "random"
+    prompt: str = "a photo of a {name}"
+    allow_random_fallback: bool = False  # "auto" may fall back to random class-index vectors only if True
+    embedding_cache: str | None = None  # directory; None: ~/.cache/fastcae/embeddings
+
+    # --- loss weights (NAYER) ---------------------------------------------------------------------------
+    bn_weight: float = 10.0  # BN-statistics loss
+    bn_momentum: float = 0.9  # EMA blend weight of earlier batches' statistics
+    ce_weight: float = 0.5  # teacher cross-entropy to the requested class
+    adv_weight: float = 1.33  # adversarial term, after warm-up only
+    temperature: float = 20.0  # KD temperature of the student loss
+    cncl_weight: float = 0.1  # CNCL (SupCon) weight in the student loss; 0 turns CNCL off (decision)
+    cncl_temperature: float = 0.1  # decision
+    cncl_dim: int = 128  # projection head output width (decision)
+
+    # --- student optimiser (NAYER) ------------------------------------------------------------------
+    lr_s: float = 0.2
+    momentum: float = 0.9
+    weight_decay: float = 1e-4
+    lr_min: float = 2e-4  # cosine decay floor over the post-warm-up epochs
+
+    # --- augmentation -----------------------------------------------------------------------------------
+    flip: bool = True  # random horizontal flip (turn off for digits, text, anything with a handedness)
+    crop_padding: int | None = None  # random-crop padding; None: H // 8 (4 at 32x32)
+
+    # --- pool (decision, METHOD.md 5.5) ---------------------------------------------------------------
+    pool_capacity: int | None = None  # images; None: every image the schedule keeps (NAYER never evicts)
+    pool_policy: str = "fifo"  # when full: "fifo" replaces the oldest, "reservoir" keeps a uniform sample
+    pool_dtype: str = "uint8"  # "uint8" (as NAYER's PNGs, 4x smaller) or "bfloat16"
+
+    # --- runtime ----------------------------------------------------------------------------------------
+    device: str | None = None  # None: cuda if available, else cpu
+    seed: int = 0
+    log_every: int = 50  # student steps between reads of the loss (each read is a host sync)
+    eval_every: int = 1  # epochs between evaluations (when an eval set is given)
+    checkpoint_every: int = 1  # epochs between checkpoints (when a checkpoint dir is given)
+    progress: bool = True  # tqdm bar over epochs
+
+    def __post_init__(self):
+        # tuples survive a JSON round trip as lists; normalise so equal configs compare equal
+        self.betas_g = tuple(self.betas_g)
+        self.noise_sources = tuple(self.noise_sources)
+        self.noise_magnitudes = tuple(
+            tuple(m) if isinstance(m, (list, tuple)) else float(m) for m in self.noise_magnitudes
+        )
+        if self.noise_magnitudes_end is not None:
+            self.noise_magnitudes_end = tuple(
+                tuple(m) if isinstance(m, (list, tuple)) else float(m) for m in self.noise_magnitudes_end
+            )
+
+    # ------------------------------------------------------------------------------------------------
+    @property
+    def generator_steps(self) -> int:
+        return self.g_steps if self.g_steps is not None else DEFAULT_G_STEPS[self.paradigm]
+
+    def validate(self) -> None:
+        """Raise ``ValueError`` naming the first field that cannot work."""
+        from .cend import NOISE_SOURCES
+
+        if self.paradigm not in PARADIGMS:
+            raise ValueError(f"unknown paradigm {self.paradigm!r}; known paradigms: {', '.join(PARADIGMS)}")
+        positive = ["epochs", "synth_batch_size", "student_batch_size", "g_life", "generator_width", "log_every"]
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if not 0 <= self.warmup_epochs <= self.epochs:
+            raise ValueError(f"warmup_epochs must be within [0, epochs={self.epochs}], got {self.warmup_epochs}")
+        if self.g_steps is not None and self.g_steps <= 0:
+            raise ValueError(f"g_steps must be positive, got {self.g_steps}")
+        unknown = [s for s in self.noise_sources if s not in NOISE_SOURCES]
+        if unknown or not self.noise_sources:
+            raise ValueError(f"unknown noise sources {unknown}; known: {', '.join(NOISE_SOURCES)}")
+        if len(self.noise_magnitudes) != len(self.noise_sources):
+            raise ValueError(
+                f"noise_magnitudes has {len(self.noise_magnitudes)} entries for "
+                f"{len(self.noise_sources)} noise sources: give one per source"
+            )
+        if self.pool_policy not in ("fifo", "reservoir"):
+            raise ValueError(f"unknown pool_policy {self.pool_policy!r}; known: fifo, reservoir")
+        if self.pool_dtype not in ("uint8", "bfloat16"):
+            raise ValueError(f"unknown pool_dtype {self.pool_dtype!r}; known: uint8, bfloat16")
+        for name in ("bn_weight", "ce_weight", "adv_weight", "cncl_weight"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "DistillConfig":
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - names)
+        if unknown:
+            raise ValueError(f"unknown config fields {unknown}")
+        return cls(**d)
+
+    def replace(self, **overrides) -> "DistillConfig":
+        names = {f.name for f in dataclasses.fields(self)}
+        unknown = sorted(set(overrides) - names)
+        if unknown:
+            raise TypeError(f"unknown distill options {unknown}; see fastcae.DistillConfig for the known ones")
+        return dataclasses.replace(self, **overrides)
+
+    def fingerprint(self, fields: tuple[str, ...] = None) -> str:
+        """Hash of the fields that change what a checkpoint holds (resume refuses a mismatch)."""
+        keys = fields or RESUME_KEYS
+        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+# Fields whose change makes a checkpoint unusable (shapes of buffers, parameters and the pool).
+RESUME_KEYS = (
+    "paradigm",
+    "synth_batch_size",
+    "generator_width",
+    "noisy_dim",
+    "latent_dim",
+    "noise_sources",
+    "cncl_dim",
+    "pool_dtype",
+    "pool_capacity",
+)
+
+
+# Named presets: overrides of the defaults. Paper-scale pairs (models, data) belong to the CLI and issue 5;
+# these carry the schedules of METHOD.md section 2 and the small embedded demo.
+PRESETS: dict[str, dict] = {
+    "nayer-cifar10": dict(epochs=120, warmup_epochs=20, synth_batch_size=400, student_batch_size=512, lr_s=0.2),
+    "nayer-cifar100": dict(
+        epochs=220, warmup_epochs=20, g_steps=None, synth_batch_size=400, student_batch_size=512, lr_s=0.2
+    ),
+    "nayer-tinyimagenet": dict(
+        epochs=320, warmup_epochs=20, synth_batches=4, student_steps=1000, synth_batch_size=200,
+        student_batch_size=256, lr_s=0.1,
+    ),
+    # The embedded digits demo (METHOD.md section 7's prototype): small batches, few generator steps,
+    # KD at T = 4, no flip (digits have a handedness), a half-width generator for 16x16 images.
+    # Tuned on 2 CPU cores.
+    "digits": dict(
+        epochs=40, warmup_epochs=2, warmup_synth_batches=5, synth_batches=1, student_steps=100,
+        synth_batch_size=200, student_batch_size=128, g_steps=10, generator_width=32, temperature=4.0,
+        lr_s=0.05, lr_min=1e-3, flip=False, text_encoder="minilm", prompt="a photo of the digit {name}",
+    ),
+}
+
+
+def make_config(preset: str | None = None, config: DistillConfig | None = None, **overrides) -> DistillConfig:
+    """Defaults <- preset <- ``config`` <- keyword overrides, validated."""
+    if preset is not None and preset not in PRESETS:
+        raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    cfg = config if config is not None else DistillConfig()
+    if preset is not None:
+        cfg = cfg.replace(**PRESETS[preset])
+    cfg = cfg.replace(**overrides)
+    cfg.validate()
+    return cfg

@@ -1,0 +1,176 @@
+"""The shared generator body and its interchangeable inputs (METHOD.md section 2).
+
+Body (Fast-DFKD, NAYER, CMI, DFAD; here for any ``H, W`` divisible by 4 and any channel count):
+``Linear(in -> 2ngf * H/4 * W/4) -> BN2d -> Up x2 -> Conv3x3 -> BN -> LReLU(0.2) -> Up x2 -> Conv3x3 -> BN ->
+LReLU(0.2) -> Conv3x3 -> Sigmoid``, output in [0, 1].
+
+Inputs, one per paradigm, each mapping ``(targets, source_ids)`` of a batch to the body's input vector:
+- ``CENDInput`` (cae): ``BN1d(e_off[y] + M[s] * rms * q)``; the noise ``q`` is drawn once per synthesis batch.
+- ``NoisyLayerInput`` (nayer): ``BN1d(e_off[y])`` -> K-to-1 noisy Linear(D -> noisy_dim), re-drawn from N(0, 1)
+  before each synthesis batch, one layer per group of K = C samples.
+- ``LatentInput`` (fast): a learnable ``z [B, latent_dim]``, re-drawn per synthesis batch.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from . import ops
+from .cend import CEND, cend_linear_reference, counter_noise  # noqa: F401  (re-exported reference)
+
+
+class GeneratorBody(nn.Module):
+    """Vector ``[B, in_dim]`` -> images ``[B, C, H, W]`` in [0, 1]."""
+
+    def __init__(self, in_dim: int, image_shape: tuple[int, int, int], ngf: int = 64):
+        super().__init__()
+        c, h, w = image_shape
+        if h % 4 or w % 4:
+            raise ValueError(f"the generator body upsamples twice by 2: image height and width must be "
+                             f"multiples of 4, got {h}x{w}")
+        self.image_shape = (c, h, w)
+        self.init_hw = (h // 4, w // 4)
+        self.l1 = nn.Linear(in_dim, 2 * ngf * self.init_hw[0] * self.init_hw[1])
+        self.conv_blocks = nn.Sequential(
+            nn.BatchNorm2d(2 * ngf),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(2 * ngf, 2 * ngf, 3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(2 * ngf),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Upsample(scale_factor=2),
+            nn.Conv2d(2 * ngf, ngf, 3, stride=1, padding=1, bias=False),
+            nn.BatchNorm2d(ngf),
+            nn.LeakyReLU(0.2, inplace=True),
+            nn.Conv2d(ngf, c, 3, stride=1, padding=1),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, v: Tensor) -> Tensor:
+        return self.from_hidden(self.l1(v))
+
+    def from_hidden(self, h: Tensor) -> Tensor:
+        """Everything after the first Linear (the CEND front fuses that Linear with its input)."""
+        return self.conv_blocks(h.view(h.shape[0], -1, *self.init_hw))
+
+
+class CENDInput(nn.Module):
+    """cae: CEND-diffused category embeddings through BatchNorm1d (which also removes the common direction
+    that template prompts share, METHOD.md section 7). No parameter is re-initialised per batch.
+
+    The noise of a synthesis batch is fixed by ``(noise_seed, noise_offset)``: every generator step of the
+    batch sees the same inputs, and ``new_batch`` advances the counter past the previous batch's draws.
+    """
+
+    def __init__(self, cend: CEND, seed: int = 0):
+        super().__init__()
+        self.cend = cend
+        self.bn = nn.BatchNorm1d(cend.dim)
+        self.out_dim = cend.dim
+        # Python ints (saved through get_extra_state), so reading them never syncs with the device.
+        self.noise_seed = int(seed)
+        self.noise_offset = 0
+        self._batch_size = 0
+        self._noise_key = None
+        self._noise = None
+
+    def get_extra_state(self):
+        return {"noise_seed": self.noise_seed, "noise_offset": self.noise_offset, "batch_size": self._batch_size}
+
+    def set_extra_state(self, state):
+        self.noise_seed = int(state["noise_seed"])
+        self.noise_offset = int(state["noise_offset"])
+        self._batch_size = int(state["batch_size"])
+
+    def new_batch(self, targets: Tensor, source_ids: Tensor) -> None:
+        self.noise_offset += self._batch_size * self.cend.dim
+        self._batch_size = targets.shape[0]
+
+    def noise(self, source_ids: Tensor) -> Tensor:
+        """The batch's noise ``[B, D]`` (reference path only; drawn once per batch, then reused)."""
+        key = (self.noise_seed, self.noise_offset, source_ids.shape[0], source_ids.device)
+        if self._noise_key != key:
+            self._noise = counter_noise(self.noise_seed, self.noise_offset, source_ids, self.cend.dim)
+            self._noise_key = key
+        return self._noise
+
+    def forward(self, targets: Tensor, source_ids: Tensor) -> Tensor:
+        """The diffused, batch-normalised embeddings ``[B, D]`` (the unfused path)."""
+        return self.bn(self.cend(targets, source_ids, self.noise(source_ids)))
+
+    def front(self, targets: Tensor, source_ids: Tensor, linear: nn.Linear) -> Tensor:
+        """``linear(self(targets, source_ids))`` through the kernel seam (fused on CUDA, no noise tensor)."""
+        bn = self.bn
+        if bn.training and bn.num_batches_tracked is not None:
+            bn.num_batches_tracked.add_(1)
+        return ops.cend_linear(
+            self.cend.embeddings, targets, source_ids, self.cend.magnitudes, self.cend.scale,
+            self.noise_seed, self.noise_offset, bn.weight, bn.bias, bn.running_mean, bn.running_var,
+            bn.training, bn.momentum, bn.eps, linear.weight, linear.bias,
+            noise_fn=lambda: self.noise(source_ids),
+        )
+
+
+class NoisyLayerInput(nn.Module):
+    """nayer: label embedding -> BN1d -> K-to-1 noisy layer (ceil(B/K) layers re-drawn per batch) -> LReLU."""
+
+    def __init__(self, embeddings: Tensor, batch_size: int, noisy_dim: int = 1000):
+        super().__init__()
+        num_classes, dim = embeddings.shape
+        self.register_buffer("embeddings", embeddings.detach().float().clone())
+        self.bn = nn.BatchNorm1d(dim)
+        self.groups = math.ceil(batch_size / num_classes)
+        self.k = num_classes
+        self.noisy_weight = nn.Parameter(torch.empty(self.groups, dim, noisy_dim))
+        self.noisy_bias = nn.Parameter(torch.zeros(self.groups, noisy_dim))
+        self.out_dim = noisy_dim
+        self.new_batch(None, None)
+
+    @torch.no_grad()
+    def new_batch(self, targets, source_ids) -> None:
+        """Re-draw every noisy layer from N(0, 1) (NAYER's per-batch re-initialisation)."""
+        self.noisy_weight.normal_(0.0, 1.0)
+        self.noisy_bias.normal_(0.0, 1.0)
+
+    def forward(self, targets: Tensor, source_ids: Tensor) -> Tensor:
+        e = self.bn(self.embeddings[targets])  # [B, D]
+        b = e.shape[0]
+        group = torch.arange(b, device=e.device) // self.k  # sample i uses noisy layer i // K
+        h = torch.bmm(e[:, None, :], self.noisy_weight[group]).squeeze(1) + self.noisy_bias[group]
+        return F.leaky_relu(h, 0.2)
+
+
+class LatentInput(nn.Module):
+    """fast: the generator input is a learnable latent ``z`` (optimised with its own lr), re-drawn per batch."""
+
+    def __init__(self, batch_size: int, latent_dim: int = 256):
+        super().__init__()
+        self.z = nn.Parameter(torch.randn(batch_size, latent_dim))
+        self.out_dim = latent_dim
+
+    @torch.no_grad()
+    def new_batch(self, targets, source_ids) -> None:
+        self.z.normal_()
+
+    def forward(self, targets: Tensor, source_ids: Tensor) -> Tensor:
+        return self.z[: targets.shape[0]]
+
+
+class Generator(nn.Module):
+    """An input module followed by the shared body: ``(targets, source_ids) -> images in [0, 1]``."""
+
+    def __init__(self, inp: nn.Module, image_shape: tuple[int, int, int], ngf: int = 64):
+        super().__init__()
+        self.input = inp
+        self.body = GeneratorBody(inp.out_dim, image_shape, ngf)
+
+    def new_batch(self, targets: Tensor, source_ids: Tensor) -> None:
+        self.input.new_batch(targets, source_ids)
+
+    def forward(self, targets: Tensor, source_ids: Tensor) -> Tensor:
+        if isinstance(self.input, CENDInput):
+            return self.body.from_hidden(self.input.front(targets, source_ids, self.body.l1))
+        return self.body(self.input(targets, source_ids))

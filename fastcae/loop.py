@@ -1,0 +1,219 @@
+"""The alternating schedule around the two steps (``fastcae.steps``), nanoGPT style: a fixed, visible order.
+
+Per epoch: [re-create the generator every g_life epochs] -> synthesis batches (warm-up: many, no
+adversarial term, no student training) -> pool.push -> student steps on pool samples (cosine lr per epoch)
+-> evaluation -> checkpoint -> history. Losses stay on the device and are read every ``log_every`` student
+steps and once per epoch; each read also checks that every term is finite.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .augment import Augment
+from .bn_hooks import BNStatsLoss
+from .config import DistillConfig
+from .evaluate import accuracy
+from .models.features import num_features
+from .paradigms import create_synthesizer
+from .pool import SyntheticPool
+from .steps import ProjectionHead, StepContext, student_step
+
+TERM_NAMES = {
+    "bn": "BN-statistics loss (generator)",
+    "ce_adv": "teacher cross-entropy + adversarial loss (generator)",
+    "kd": "KD loss (student)",
+    "cncl": "CNCL contrastive loss (student)",
+}
+
+
+class NonFiniteLossError(FloatingPointError):
+    """A loss term became NaN or infinite. The last good checkpoint (if any) is left untouched."""
+
+
+@dataclass
+class EvalSet:
+    """A labelled evaluation set: images in [0, 1] (not normalised) ``[N, C, H, W]`` and labels ``[N]``."""
+
+    images: Tensor
+    labels: Tensor
+
+
+def cosine_lr(cfg: DistillConfig, epoch: int) -> float:
+    """NAYER's CosineAnnealingLR over the post-warm-up epochs: lr_s -> lr_min."""
+    span = max(cfg.epochs - cfg.warmup_epochs, 1)
+    t = min(max(epoch - cfg.warmup_epochs, 0), span)
+    return cfg.lr_min + (cfg.lr_s - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * t / span))
+
+
+def default_pool_capacity(cfg: DistillConfig) -> int:
+    """Every image the schedule keeps (NAYER's pool never shrinks)."""
+    batches = cfg.warmup_epochs * cfg.warmup_synth_batches + (cfg.epochs - cfg.warmup_epochs) * cfg.synth_batches
+    return max(batches, 1) * cfg.synth_batch_size
+
+
+class DistillRun:
+    """All state of one distillation: built once, advanced epoch by epoch, saved and restored whole."""
+
+    def __init__(self, cfg: DistillConfig, teacher: nn.Module, student: nn.Module, embeddings: Tensor,
+                 image_shape, mean, std, device, eval_set: EvalSet | None = None):
+        self.cfg = cfg
+        self.device = torch.device(device)
+        self.image_shape = tuple(image_shape)
+        self.teacher = teacher.to(self.device).eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+        self.student = student.to(self.device)
+        padding = cfg.crop_padding if cfg.crop_padding is not None else self.image_shape[1] // 8
+        self.augment = Augment(mean, std, padding=padding, flip=cfg.flip).to(self.device)
+        self.bn = BNStatsLoss(self.teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None
+        self.head = None
+        if cfg.cncl_weight > 0:
+            example = torch.zeros(2, *self.image_shape, device=self.device)
+            self.head = ProjectionHead(num_features(self.student, example), cfg.cncl_dim).to(self.device)
+        self.ctx = StepContext(self.teacher, self.student, self.head, self.augment, self.bn)
+        self.synth = create_synthesizer(cfg, embeddings, self.image_shape, self.device, self.ctx)
+        self.pool = SyntheticPool(cfg.pool_capacity or default_pool_capacity(cfg), self.image_shape, self.device,
+                                  cfg.pool_dtype, cfg.pool_policy)
+        params = list(self.student.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
+        self.optimizer = torch.optim.SGD(params, lr=cfg.lr_s, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.eval_set = eval_set
+        self.mean, self.std = tuple(mean), tuple(std)
+        self.epoch = 0  # next epoch to run
+        self.history: list[dict] = []
+        self.images_synthesized = 0
+        self.elapsed = 0.0  # seconds of training, summed across resumes
+
+    # ------------------------------------------------------------------------------------------------
+    def _check_finite(self, terms: dict[str, float], epoch: int, where: str) -> None:
+        bad = [k for k, v in terms.items() if not math.isfinite(v)]
+        if bad:
+            names = ", ".join(TERM_NAMES.get(k, k) for k in bad)
+            raise NonFiniteLossError(
+                f"non-finite {names} at epoch {epoch} ({where}); stopped before saving this state, the last "
+                f"good checkpoint (if a checkpoint directory was given) is intact. Try a lower lr_g / lr_s, "
+                f"or check the teacher's outputs on synthetic images."
+            )
+
+    def _set_student_trainable(self, trainable: bool) -> None:
+        for module in (self.student, self.head):
+            if module is not None:
+                module.train(trainable)
+                for p in module.parameters():
+                    p.requires_grad_(trainable)
+
+    def synthesize(self, epoch: int) -> dict[str, float]:
+        cfg = self.cfg
+        warm = epoch < cfg.warmup_epochs
+        n_batches = cfg.warmup_synth_batches if warm else cfg.synth_batches
+        adv_weight = 0.0 if warm else cfg.adv_weight
+        self._set_student_trainable(False)  # student frozen (eval) while the generator learns
+        progress = max(epoch - cfg.warmup_epochs, 0) / max(cfg.epochs - cfg.warmup_epochs, 1)
+        self.synth.set_progress(progress)
+        totals = None
+        for _ in range(n_batches):
+            batch = self.synth.synthesize(adv_weight)
+            self.pool.push(batch.images, batch.labels, batch.sources)
+            self.images_synthesized += batch.images.shape[0]
+            terms = self.synth.last_terms
+            totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
+        return {k: float(v) / n_batches for k, v in (totals or {}).items()}
+
+    def train_student(self, epoch: int, deadline: float | None) -> dict[str, float]:
+        cfg = self.cfg
+        self._set_student_trainable(True)
+        lr = cosine_lr(cfg, epoch)
+        for group in self.optimizer.param_groups:
+            group["lr"] = lr
+        sums, window, steps = None, None, 0
+        for step in range(cfg.student_steps):
+            images, labels, _ = self.pool.sample(cfg.student_batch_size)
+            terms = student_step(self.ctx, self.optimizer, images, labels, cfg)
+            window = terms if window is None else {k: window[k] + terms[k] for k in terms}
+            steps += 1
+            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.student_steps:
+                read = {k: float(v) for k, v in window.items()}  # the one host sync per log interval
+                self._check_finite(read, epoch, f"student step {step + 1}")
+                sums = read if sums is None else {k: sums[k] + read[k] for k in read}
+                window = None
+                if deadline is not None and time.perf_counter() > deadline:
+                    break
+        if window is not None:
+            read = {k: float(v) for k, v in window.items()}
+            sums = read if sums is None else {k: sums[k] + read[k] for k in read}
+        out = {k: v / steps for k, v in (sums or {}).items()}
+        out["lr"] = lr
+        out["student_steps"] = steps
+        return out
+
+    def evaluate(self) -> float | None:
+        if self.eval_set is None:
+            return None
+        return accuracy(self.student, self.eval_set.images, self.eval_set.labels, self.mean, self.std,
+                        device=self.device)
+
+    def run_epoch(self, deadline: float | None = None) -> dict:
+        cfg, epoch = self.cfg, self.epoch
+        start = time.perf_counter()
+        if epoch > 0 and epoch % cfg.g_life == 0:
+            self.synth.reset()
+        record = {"epoch": epoch + 1, "phase": "warmup" if epoch < cfg.warmup_epochs else "distill"}
+        g_terms = self.synthesize(epoch)
+        self._check_finite(g_terms, epoch + 1, "synthesis")
+        record.update({f"g_{k}": v for k, v in g_terms.items()})
+        if epoch >= cfg.warmup_epochs:
+            record.update(self.train_student(epoch, deadline))
+        self.elapsed += time.perf_counter() - start
+        acc = None
+        stopping = deadline is not None and time.perf_counter() > deadline
+        if self.eval_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopping):
+            acc = self.evaluate()
+        record.update({"seconds": self.elapsed, "images_synthesized": self.images_synthesized, "accuracy": acc})
+        self.history.append(record)
+        self.epoch += 1
+        return record
+
+    # --- checkpoint state -----------------------------------------------------------------------------
+    def state_dict(self) -> dict:
+        rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+        if torch.cuda.is_available():
+            rng["cuda"] = torch.cuda.get_rng_state_all()
+        return {
+            "epoch": self.epoch,
+            "elapsed": self.elapsed,
+            "images_synthesized": self.images_synthesized,
+            "history": self.history,
+            "student": self.student.state_dict(),
+            "head": self.head.state_dict() if self.head is not None else None,
+            "optimizer": self.optimizer.state_dict(),
+            "synthesizer": self.synth.state_dict(),
+            "bn": self.bn.state_dict() if self.bn is not None else None,
+            "pool": self.pool.state_dict(),
+            "rng": rng,
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        self.student.load_state_dict(state["student"])
+        if self.head is not None:
+            self.head.load_state_dict(state["head"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        # a generator life may have ended inside the saved epochs: rebuild it as the run would have
+        self.synth.load_state_dict(state["synthesizer"])
+        if self.bn is not None:
+            self.bn.load_state_dict(state["bn"])
+        self.pool.load_state_dict(state["pool"])
+        self.epoch = int(state["epoch"])
+        self.elapsed = float(state["elapsed"])
+        self.images_synthesized = int(state["images_synthesized"])
+        self.history = list(state["history"])
+        rng = state["rng"]
+        torch.set_rng_state(rng["torch"])
+        random.setstate((3, tuple(rng["python"]), None))
+        if "cuda" in rng and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(rng["cuda"])

@@ -1,0 +1,204 @@
+"""Three ways to synthesise a batch, behind one small interface (METHOD.md sections 2, 3 and 5.3).
+
+A ``Synthesizer`` owns a generator and its optimiser(s). ``synthesize(adv_weight)`` runs its generator
+steps against the frozen teacher (and the student, for the adversarial term) and returns the kept batch:
+images in [0, 1], the class each was generated for, and its noise-source id.
+
+- ``cae`` (CAE-DFKD): CEND input; the generator and its Adam persist across batches (the noise, not a
+  re-initialised layer, gives diversity), so a batch needs few steps.
+- ``nayer``: label embedding + K-to-1 noisy layer, re-drawn with a new Adam before every batch.
+- ``fast`` (Fast-DFKD): latent ``z``; a meta-generator is cloned per batch, the clone and ``z`` adapt for
+  k steps, and the meta-generator takes a first-order MAML step from the clone's gradients.
+
+All three re-create their generator every ``g_life`` epochs (``reset()``).
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from .cend import CEND, MagnitudeSchedule, balanced_targets, round_robin_sources
+from .config import DistillConfig
+from .generator import CENDInput, Generator, LatentInput, NoisyLayerInput
+from .steps import generator_step
+
+
+@dataclass
+class SynthBatch:
+    images: Tensor  # [B, C, H, W] in [0, 1], detached
+    labels: Tensor  # [B] int64, the class each image was generated for
+    sources: Tensor  # [B] int64, CEND noise-source id (0 for paradigms without CEND)
+
+
+class Synthesizer:
+    """Shared machinery: targets, the step loop and the best-step bookkeeping. Subclasses build generators."""
+
+    name = "base"
+
+    def __init__(self, cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps_context):
+        self.cfg = cfg
+        self.embeddings = embeddings.to(device)
+        self.num_classes = embeddings.shape[0]
+        self.image_shape = tuple(image_shape)
+        self.device = torch.device(device)
+        self.ctx = steps_context  # teacher, student, augment, BN loss (steps.StepContext)
+        b = cfg.synth_batch_size
+        self.targets = balanced_targets(b, self.num_classes, device=self.device)
+        self.sources = torch.zeros(b, dtype=torch.int64, device=self.device)
+        self.reset()
+
+    # -- to override ------------------------------------------------------------------------------------
+    def reset(self) -> None:
+        raise NotImplementedError
+
+    def synthesize(self, adv_weight: float) -> SynthBatch:
+        raise NotImplementedError
+
+    def set_progress(self, progress: float) -> None:
+        """Training progress in [0, 1] (CEND magnitude schedules use it)."""
+
+    # -- shared -----------------------------------------------------------------------------------------
+    def _run_steps(self, generator: nn.Module, optimizer, steps: int, adv_weight: float, after_backward=None):
+        """``steps`` generator steps; keep the images of the lowest-loss step (on device, no sync)."""
+        best_loss = torch.full((), float("inf"), device=self.device)
+        best_images = None
+        totals = None
+        for _ in range(steps):
+            loss, terms, images = generator_step(
+                generator, optimizer, self.ctx, self.targets, self.sources, self.cfg, adv_weight, after_backward
+            )
+            better = loss.detach() < best_loss
+            best_images = images if best_images is None else torch.where(better, images, best_images)
+            best_loss = torch.minimum(best_loss, loss.detach())
+            totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
+        if self.ctx.bn is not None:
+            self.ctx.bn.update_ema()
+        self.last_terms = {k: v / steps for k, v in totals.items()}
+        return SynthBatch(best_images, self.targets.clone(), self.sources.clone())
+
+    def state_dict(self) -> dict:
+        raise NotImplementedError
+
+    def load_state_dict(self, state: dict) -> None:
+        raise NotImplementedError
+
+
+def _adam(params, lr, betas):
+    return torch.optim.Adam(params, lr=lr, betas=betas)
+
+
+class CAESynthesizer(Synthesizer):
+    name = "cae"
+
+    def __init__(self, cfg, embeddings, image_shape, device, steps_context):
+        self.schedule = MagnitudeSchedule(cfg.noise_magnitudes, cfg.noise_magnitudes_end, cfg.noise_schedule)
+        self._generation = 0
+        super().__init__(cfg, embeddings, image_shape, device, steps_context)
+        self.sources = round_robin_sources(cfg.synth_batch_size, self.num_classes, len(cfg.noise_sources),
+                                           device=self.device)
+
+    def reset(self) -> None:
+        cend = CEND(self.embeddings, self.schedule.at(0.0))
+        seed = int(torch.randint(0, 2**31 - 1, ()).item())  # one host read per generator life
+        previous = getattr(self, "generator", None)
+        inp = CENDInput(cend, seed=seed)
+        if previous is not None:  # keep the noise stream going: a new generator must see new noise
+            inp.noise_offset = previous.input.noise_offset + previous.input._batch_size * cend.dim
+        self.generator = Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device)
+        self.optimizer = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas_g)
+        self._generation += 1
+
+    def set_progress(self, progress: float) -> None:
+        self.generator.input.cend.set_magnitudes(self.schedule.at(progress))
+
+    def synthesize(self, adv_weight: float) -> SynthBatch:
+        self.generator.train()
+        self.generator.new_batch(self.targets, self.sources)
+        return self._run_steps(self.generator, self.optimizer, self.cfg.generator_steps, adv_weight)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.optimizer.load_state_dict(state["optimizer"])
+
+
+class NayerSynthesizer(Synthesizer):
+    name = "nayer"
+
+    def reset(self) -> None:
+        inp = NoisyLayerInput(self.embeddings, self.cfg.synth_batch_size, self.cfg.noisy_dim)
+        self.generator = Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device)
+
+    def synthesize(self, adv_weight: float) -> SynthBatch:
+        self.generator.train()
+        self.generator.new_batch(self.targets, self.sources)  # re-draw the noisy layers
+        optimizer = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas_g)  # new per batch
+        return self._run_steps(self.generator, optimizer, self.cfg.generator_steps, adv_weight)
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+
+
+class FastSynthesizer(Synthesizer):
+    """Fast-DFKD: first-order MAML. The clone's gradients of every adaptation step accumulate on the
+    meta-generator, which takes one Adam step (lr = lr_g * k) per batch."""
+
+    name = "fast"
+
+    def reset(self) -> None:
+        inp = LatentInput(self.cfg.synth_batch_size, self.cfg.latent_dim)
+        self.generator = Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device)
+        self.fast = copy.deepcopy(self.generator)
+        k = self.cfg.generator_steps
+        self.meta_optimizer = _adam(self.generator.body.parameters(), self.cfg.lr_g * k, self.cfg.betas_g)
+
+    def synthesize(self, adv_weight: float) -> SynthBatch:
+        self.fast.load_state_dict(self.generator.state_dict())
+        self.fast.train()
+        self.fast.new_batch(self.targets, self.sources)  # fresh z
+        optimizer = torch.optim.Adam(
+            [
+                {"params": self.fast.body.parameters(), "lr": self.cfg.lr_g},
+                {"params": self.fast.input.parameters(), "lr": self.cfg.lr_z},
+            ],
+            betas=self.cfg.betas_g,
+        )
+        self.meta_optimizer.zero_grad(set_to_none=False)
+        meta_params = list(self.generator.body.parameters())
+        fast_params = list(self.fast.body.parameters())
+
+        def accumulate_meta_grad():
+            for mp, fp in zip(meta_params, fast_params):
+                if fp.grad is not None:
+                    if mp.grad is None:
+                        mp.grad = torch.zeros_like(mp)
+                    mp.grad.add_(fp.grad)
+
+        batch = self._run_steps(self.fast, optimizer, self.cfg.generator_steps, adv_weight, accumulate_meta_grad)
+        self.meta_optimizer.step()
+        return batch
+
+    def state_dict(self) -> dict:
+        return {"generator": self.generator.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.generator.load_state_dict(state["generator"])
+        self.meta_optimizer.load_state_dict(state["meta_optimizer"])
+
+
+SYNTHESIZERS = {"cae": CAESynthesizer, "nayer": NayerSynthesizer, "fast": FastSynthesizer}
+
+
+def create_synthesizer(cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps_context) -> Synthesizer:
+    if cfg.paradigm not in SYNTHESIZERS:
+        raise ValueError(f"unknown paradigm {cfg.paradigm!r}; known paradigms: {', '.join(SYNTHESIZERS)}")
+    return SYNTHESIZERS[cfg.paradigm](cfg, embeddings, image_shape, device, steps_context)

@@ -1,0 +1,103 @@
+"""Generators and paradigms: shapes for any size divisible by 4 and any channel count; per-paradigm behaviour."""
+
+import pytest
+import torch
+from torch import nn
+
+from fastcae.augment import Augment
+from fastcae.bn_hooks import BNStatsLoss
+from fastcae.cend import CEND
+from fastcae.config import make_config
+from fastcae.generator import CENDInput, Generator, GeneratorBody, LatentInput, NoisyLayerInput
+from fastcae.paradigms import create_synthesizer
+from fastcae.steps import StepContext
+
+
+@pytest.mark.parametrize("shape", [(3, 32, 32), (1, 8, 12), (4, 16, 16)])
+def test_body_any_size_multiple_of_4(shape):
+    body = GeneratorBody(20, shape, ngf=8)
+    out = body(torch.randn(3, 20))
+    assert out.shape == (3, *shape) and out.min() >= 0 and out.max() <= 1
+
+
+def test_body_rejects_sizes_not_multiple_of_4():
+    with pytest.raises(ValueError, match="multiples of 4"):
+        GeneratorBody(20, (3, 30, 32))
+
+
+def _embeddings(c=5, d=16):
+    return nn.functional.normalize(torch.randn(c, d), dim=1)
+
+
+def test_inputs_give_body_vectors():
+    emb = _embeddings()
+    y = torch.arange(12) % 5
+    s = torch.arange(12) % 4
+    cend = CENDInput(CEND(emb, torch.ones(4)), seed=3)
+    cend.new_batch(y, s)
+    assert cend(y, s).shape == (12, 16)
+    nl = NoisyLayerInput(emb, batch_size=12, noisy_dim=30)
+    assert nl.groups == 3 and nl(y, s).shape == (12, 30)
+    w = nl.noisy_weight.clone()
+    nl.new_batch(y, s)
+    assert not torch.equal(w, nl.noisy_weight)  # re-drawn per batch
+    lat = LatentInput(12, 7)
+    assert lat(y, s).shape == (12, 7)
+
+
+def test_cend_noise_fixed_within_a_batch_and_new_across_batches():
+    emb = _embeddings()
+    y, s = torch.arange(10) % 5, torch.arange(10) % 4
+    gen = Generator(CENDInput(CEND(emb, torch.ones(4)), seed=1), (1, 8, 8), ngf=4).eval()
+    gen.new_batch(y, s)
+    a, b = gen(y, s), gen(y, s)
+    gen.new_batch(y, s)
+    c = gen(y, s)
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+
+
+def test_cend_front_equals_unfused_modules():
+    emb = _embeddings()
+    y, s = torch.arange(10) % 5, torch.arange(10) % 4
+    gen = Generator(CENDInput(CEND(emb, torch.rand(4)), seed=1), (1, 8, 8), ngf=4).train()
+    gen.new_batch(y, s)
+    fused_seam = gen(y, s)
+    gen2 = Generator(CENDInput(CEND(emb, gen.input.cend.magnitudes), seed=1), (1, 8, 8), ngf=4).train()
+    gen2.load_state_dict(gen.state_dict())
+    gen2.input.bn.running_mean.zero_()
+    gen2.input.bn.running_var.fill_(1)  # the state dict also carries the noise counter of the batch
+    unfused = gen2.body(gen2.input(y, s))
+    assert torch.allclose(fused_seam, unfused, atol=1e-5)
+
+
+def _tiny_teacher(c=5):
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.AdaptiveAvgPool2d(1),
+                         nn.Flatten(), nn.Linear(4, c)).eval()
+
+
+@pytest.mark.parametrize("paradigm", ["cae", "nayer", "fast"])
+def test_each_paradigm_synthesises_labelled_batches(paradigm):
+    cfg = make_config(paradigm=paradigm, synth_batch_size=20, g_steps=2, generator_width=4, noisy_dim=16,
+                      latent_dim=8)
+    teacher, student = _tiny_teacher(), _tiny_teacher()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    ctx = StepContext(teacher, student, None, Augment((0.5,), (0.5,), padding=1, flip=False), BNStatsLoss(teacher))
+    synth = create_synthesizer(cfg, _embeddings(), (1, 8, 8), "cpu", ctx)
+    before = {k: v.clone() for k, v in synth.generator.state_dict().items() if torch.is_tensor(v) and v.is_floating_point()}
+    batch = synth.synthesize(adv_weight=1.33)
+    assert batch.images.shape == (20, 1, 8, 8) and not batch.images.requires_grad
+    assert torch.equal(batch.labels, torch.arange(20) % 5)
+    if paradigm == "cae":
+        assert set(batch.sources.tolist()) == {0, 1, 2, 3}
+    assert set(synth.last_terms) == {"bn", "ce_adv"}
+    after = synth.generator.state_dict()
+    changed = [k for k in before if not torch.equal(before[k], after[k])]
+    assert changed, "the generator (or meta-generator) did not learn"
+    assert all(p.grad is None or p.grad.abs().sum() == 0 for p in teacher.parameters())
+    assert synth.ctx.bn.ema_weight.item() > 0  # EMA updated after the batch
+
+
+def test_unknown_paradigm_lists_known():
+    with pytest.raises(ValueError, match="known paradigms: cae, nayer, fast"):
+        make_config(paradigm="deepinv")
