@@ -1,0 +1,5 @@
+"""Fused Triton kernels for the DFKD hot path, one op per module (installed as ``fastcae.kernels``).
+
+Each op's PyTorch reference is the library's own definition in ``fastcae.losses`` / ``fastcae.generator``;
+``fastcae.ops`` is the seam that routes a call to a kernel or to its reference.
+"""
