@@ -1,0 +1,47 @@
+"""The CLI: `fastcae distill` from a checkpoint and model names; clear errors for bad checkpoints and names."""
+
+import json
+
+import torch
+
+from fastcae.cli import main
+from fastcae.models import create_model
+
+FAST = ["--set", "epochs=2", "--set", "warmup_epochs=1", "--set", "warmup_synth_batches=1", "--set", "g_steps=1",
+        "--set", "synth_batch_size=20", "--set", "student_steps=2", "--set", "student_batch_size=8",
+        "--set", "generator_width=4", "--set", "text_encoder=random", "--set", "device=cpu", "--no-progress"]
+
+
+def _args(teacher_path, out, *extra):
+    return ["distill", "--teacher", str(teacher_path), "--teacher-model", "digits_teacher", "--student-model",
+            "digits_student", "--num-classes", "10", "--image-shape", "1,16,16", "--mean", "0.5", "--std", "0.5",
+            "--out", str(out), *FAST, *extra]
+
+
+def test_cli_distill_writes_student_history_and_config(tmp_path):
+    teacher = create_model("digits_teacher", num_classes=10, in_chans=1)
+    torch.save({"state_dict": teacher.state_dict()}, tmp_path / "teacher.pt")
+    assert main(_args(tmp_path / "teacher.pt", tmp_path / "run")) == 0
+    student = create_model("digits_student", num_classes=10, in_chans=1)
+    student.load_state_dict(torch.load(tmp_path / "run" / "student.pt", weights_only=True))
+    assert len(json.loads((tmp_path / "run" / "history.json").read_text())) == 2
+    assert json.loads((tmp_path / "run" / "config.json").read_text())["epochs"] == 2
+    assert (tmp_path / "run" / "checkpoints" / "checkpoint.pt").exists()
+
+
+def test_cli_names_a_checkpoint_that_does_not_fit(tmp_path, capsys):
+    other = create_model("digits_student", num_classes=10, in_chans=1)
+    torch.save(other.state_dict(), tmp_path / "wrong.pt")
+    assert main(_args(tmp_path / "wrong.pt", tmp_path / "run")) == 2
+    assert "do not fit the" in capsys.readouterr().err
+    (tmp_path / "bad.pt").write_bytes(b"garbage")
+    assert main(_args(tmp_path / "bad.pt", tmp_path / "run")) == 2
+    assert "cannot be read" in capsys.readouterr().err
+
+
+def test_cli_unknown_model_lists_known(tmp_path, capsys):
+    torch.save({}, tmp_path / "t.pt")
+    args = _args(tmp_path / "t.pt", tmp_path / "run")
+    args[args.index("digits_teacher")] = "resnet9000"
+    assert main(args) == 2
+    assert "known models" in capsys.readouterr().err
