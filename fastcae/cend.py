@@ -60,11 +60,12 @@ def counter_noise(seed: int, offset: int, source_ids: Tensor, dim: int) -> Tenso
     registers without ever writing it, and a resumed run draws the same noise as an uninterrupted one.
     The uniform and the normal share a counter; each row uses only one of them, so that is harmless.
     """
-    from .rng import philox_rand, philox_randn
+    from .rng import philox_rand_randn
 
     b = source_ids.shape[0]
     offsets = offset + torch.arange(b * dim, device=source_ids.device, dtype=torch.int64).view(b, dim)
-    return transform_uniform(philox_rand(seed, offsets), philox_randn(seed, offsets), source_ids)
+    u, n = philox_rand_randn(seed, offsets)  # one Philox pass gives both
+    return transform_uniform(u, n, source_ids)
 
 
 @dataclass

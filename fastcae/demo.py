@@ -116,7 +116,7 @@ def save_accuracy_plot(history, teacher_acc: float, baseline_acc: float, path: P
     ax.axhline(100 * baseline_acc, color="r", ls=":", lw=1, label="noise-input KD baseline")
     ax.set_xlabel("distillation wall time (s)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_ylim(0, 100)
+    ax.set_ylim(0, 102)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     ax.set_title("digits: student accuracy over time", fontsize=10)

@@ -74,11 +74,24 @@ def philox_rand(seed: int, offsets: Tensor) -> Tensor:
     return _uint_to_uniform(c0)
 
 
+def _box_muller(u: Tensor, c1: Tensor) -> Tensor:
+    """Triton's ``pair_uniform_to_normal`` (first output) on the uniform of word 0 and word 1."""
+    u1 = torch.clamp_min(u, 1.0e-7)
+    u2 = _uint_to_uniform(c1)
+    th = torch.tensor(_TWO_PI, dtype=torch.float32, device=u.device) * u2
+    r = torch.sqrt(-2.0 * torch.log(u1))
+    return r * torch.cos(th)
+
+
 def philox_randn(seed: int, offsets: Tensor) -> Tensor:
     """Standard normal fp32, one per int64 offset: Triton's ``tl.randn(seed, offsets)`` (Box-Muller)."""
     c0, c1 = _philox_words(seed, offsets)
-    u1 = torch.clamp_min(_uint_to_uniform(c0), 1.0e-7)
-    u2 = _uint_to_uniform(c1)
-    th = torch.tensor(_TWO_PI, dtype=torch.float32, device=offsets.device) * u2
-    r = torch.sqrt(-2.0 * torch.log(u1))
-    return r * torch.cos(th)
+    return _box_muller(_uint_to_uniform(c0), c1)
+
+
+def philox_rand_randn(seed: int, offsets: Tensor) -> tuple[Tensor, Tensor]:
+    """``(philox_rand(seed, offsets), philox_randn(seed, offsets))`` from one Philox pass (half the work:
+    ``tl.rand`` and ``tl.randn`` read the same counter's words)."""
+    c0, c1 = _philox_words(seed, offsets)
+    u = _uint_to_uniform(c0)
+    return u, _box_muller(u, c1)
