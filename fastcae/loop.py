@@ -203,7 +203,6 @@ class DistillRun:
         if self.head is not None:
             self.head.load_state_dict(state["head"])
         self.optimizer.load_state_dict(state["optimizer"])
-        # a generator life may have ended inside the saved epochs: rebuild it as the run would have
         self.synth.load_state_dict(state["synthesizer"])
         if self.bn is not None:
             self.bn.load_state_dict(state["bn"])

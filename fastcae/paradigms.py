@@ -96,7 +96,6 @@ class CAESynthesizer(Synthesizer):
 
     def __init__(self, cfg, embeddings, image_shape, device, steps_context):
         self.schedule = MagnitudeSchedule(cfg.noise_magnitudes, cfg.noise_magnitudes_end, cfg.noise_schedule)
-        self._generation = 0
         super().__init__(cfg, embeddings, image_shape, device, steps_context)
         self.sources = round_robin_sources(cfg.synth_batch_size, self.num_classes, len(cfg.noise_sources),
                                            device=self.device)
@@ -110,7 +109,6 @@ class CAESynthesizer(Synthesizer):
             inp.noise_offset = previous.input.noise_offset + previous.input._batch_size * cend.dim
         self.generator = Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device)
         self.optimizer = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas_g)
-        self._generation += 1
 
     def set_progress(self, progress: float) -> None:
         self.generator.input.cend.set_magnitudes(self.schedule.at(progress))
