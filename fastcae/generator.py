@@ -16,7 +16,6 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import ops
@@ -115,7 +114,8 @@ class CENDInput(nn.Module):
 
 
 class NoisyLayerInput(nn.Module):
-    """nayer: label embedding -> BN1d -> K-to-1 noisy layer (ceil(B/K) layers re-drawn per batch) -> LReLU."""
+    """nayer: label embedding -> BN1d -> K-to-1 noisy layer (ceil(B/K) layers re-drawn per batch), feeding the
+    body's first Linear directly (METHOD.md section 2)."""
 
     def __init__(self, embeddings: Tensor, batch_size: int, noisy_dim: int = 1000):
         super().__init__()
@@ -136,11 +136,13 @@ class NoisyLayerInput(nn.Module):
         self.noisy_bias.normal_(0.0, 1.0)
 
     def forward(self, targets: Tensor, source_ids: Tensor) -> Tensor:
-        e = self.bn(self.embeddings[targets])  # [B, D]
-        b = e.shape[0]
-        group = torch.arange(b, device=e.device) // self.k  # sample i uses noisy layer i // K
-        h = torch.bmm(e[:, None, :], self.noisy_weight[group]).squeeze(1) + self.noisy_bias[group]
-        return F.leaky_relu(h, 0.2)
+        e = self.bn(self.embeddings[targets])  # [B, D]; sample i uses noisy layer i // K
+        b, d = e.shape
+        rows = self.groups * self.k
+        if rows != b:  # a last, partial group: pad to whole groups, drop the padding after the product
+            e = torch.cat([e, e.new_zeros(rows - b, d)])
+        h = torch.bmm(e.view(self.groups, self.k, d), self.noisy_weight) + self.noisy_bias[:, None, :]
+        return h.reshape(rows, -1)[:b]
 
 
 class LatentInput(nn.Module):

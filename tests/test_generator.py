@@ -101,3 +101,12 @@ def test_each_paradigm_synthesises_labelled_batches(paradigm):
 def test_unknown_paradigm_lists_known():
     with pytest.raises(ValueError, match="known paradigms: cae, nayer, fast"):
         make_config(paradigm="deepinv")
+
+
+def test_k_to_1_noisy_layer_uses_one_layer_per_group_of_k():
+    emb = _embeddings(c=5)
+    nl = NoisyLayerInput(emb, batch_size=12, noisy_dim=7).eval()  # 3 groups, the last one partial
+    y, s = torch.arange(12) % 5, torch.zeros(12, dtype=torch.long)
+    e = nl.bn(nl.embeddings[y])
+    want = torch.stack([e[i] @ nl.noisy_weight[i // 5] + nl.noisy_bias[i // 5] for i in range(12)])
+    assert torch.allclose(nl(y, s), want, atol=1e-5)
