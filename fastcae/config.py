@@ -198,9 +198,12 @@ PRESETS: dict[str, dict] = {
 
 
 def make_config(preset: str | None = None, config: DistillConfig | None = None, **overrides) -> DistillConfig:
-    """Defaults <- preset <- ``config`` <- keyword overrides, validated."""
+    """``config`` (or the defaults with ``preset`` applied) <- keyword overrides, validated."""
     if preset is not None and preset not in PRESETS:
         raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    if preset is not None and config is not None:
+        raise ValueError("give a preset or a full config, not both (apply a preset with make_config(preset=...) "
+                         "and adjust it with keywords)")
     cfg = config if config is not None else DistillConfig()
     if preset is not None:
         cfg = cfg.replace(**PRESETS[preset])

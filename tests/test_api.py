@@ -117,3 +117,12 @@ def test_same_seed_same_student():
         assert torch.equal(a, b), k
     other = distill(copy.deepcopy(teacher), copy.deepcopy(student), seed=4, **SHAPE, **TINY)
     assert not torch.equal(other.student[0].weight, runs[0].student[0].weight)
+
+
+def test_preset_and_config_are_exclusive_and_keywords_override_a_preset():
+    from fastcae.config import make_config
+
+    cfg = make_config(preset="digits", epochs=7)
+    assert cfg.epochs == 7 and cfg.temperature == 4.0 and not cfg.flip
+    with pytest.raises(ValueError, match="not both"):
+        make_config(preset="digits", config=DistillConfig())
