@@ -1,4 +1,4 @@
-"""Command line: ``fastcae demo`` and ``fastcae distill`` (from checkpoints and model names)."""
+"""Command line: ``fastcae demo``, ``fastcae distill`` (from checkpoints and model names) and ``fastcae transfer``."""
 
 from __future__ import annotations
 
@@ -91,6 +91,25 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any DistillConfig field, e.g. --set paradigm=nayer --set epochs=200 (repeatable)")
     dist.add_argument("--no-progress", action="store_true")
+
+    tr = sub.add_parser("transfer", help="linear probe / fine-tune a student on a downstream set")
+    tr.add_argument("--student", required=True, help="student weights (.pt/.pth state dict or .safetensors)")
+    tr.add_argument("--student-model", required=True, help="student architecture (fastcae.models.list_models())")
+    tr.add_argument("--num-classes", type=int, required=True, help="output width the student was distilled with")
+    tr.add_argument("--in-chans", type=int, default=1, help="input channels of the student")
+    tr.add_argument("--dataset", default="digits-5-9", help="'digits' or 'digits-A-B' (bundled, no download)")
+    tr.add_argument("--image-size", type=int, default=16)
+    tr.add_argument("--mean", default=None, help="per-channel mean (default: the model's registered one)")
+    tr.add_argument("--std", default=None)
+    tr.add_argument("--probe", action="store_true", help="run the linear probe (default: both methods)")
+    tr.add_argument("--finetune", action="store_true", help="run fine-tuning (default: both methods)")
+    tr.add_argument("--epochs", type=int, default=10, help="fine-tuning epochs")
+    tr.add_argument("--probe-epochs", type=int, default=100, help="L-BFGS iterations of the linear probe")
+    tr.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate")
+    tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--seed", type=int, default=0)
+    tr.add_argument("--device", default=None)
+    tr.add_argument("--json", default=None, help="also write the results to this JSON file")
     return parser
 
 
@@ -137,10 +156,37 @@ def _cmd_distill(args) -> int:
     return 0
 
 
+def _cmd_transfer(args) -> int:
+    from .models import create_model, model_default_cfg
+    from .transfer import format_results, load_transfer_dataset, run_transfer
+
+    student = load_weights(create_model(args.student_model, num_classes=args.num_classes, in_chans=args.in_chans),
+                           args.student)
+    cfg = model_default_cfg(args.student_model)
+    mean = _floats(args.mean) if args.mean else tuple(cfg.get("mean", ()))
+    std = _floats(args.std) if args.std else tuple(cfg.get("std", ()))
+    if len(mean) != args.in_chans:
+        mean = (0.5,) * args.in_chans
+    if len(std) != args.in_chans:
+        std = (0.5,) * args.in_chans
+    train, test = load_transfer_dataset(args.dataset, image_size=args.image_size, in_chans=args.in_chans)
+    both = not (args.probe or args.finetune)
+    results = run_transfer(student, train, test, mean, std, probe=args.probe or both,
+                           finetune=args.finetune or both, probe_epochs=args.probe_epochs, epochs=args.epochs,
+                           lr=args.lr, batch_size=args.batch_size, device=args.device, seed=args.seed)
+    results.update(student_model=args.student_model, dataset=args.dataset, image_size=args.image_size,
+                   mean=list(mean), std=list(std))
+    print(f"{args.student_model} on {args.dataset} ({len(train)} train / {len(test)} test images)")
+    print(format_results(results))
+    if args.json:
+        Path(args.json).write_text(json.dumps(results, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"demo": _cmd_demo, "distill": _cmd_distill}[args.command](args)
+        return {"demo": _cmd_demo, "distill": _cmd_distill, "transfer": _cmd_transfer}[args.command](args)
     except (ValueError, FileNotFoundError) as err:
         print(f"fastcae: error: {err}", file=sys.stderr)
         return 2
