@@ -34,6 +34,18 @@ def round_robin_sources(batch_size: int, num_classes: int, num_sources: int, dev
     return (torch.arange(batch_size, device=device) // num_classes) % num_sources
 
 
+def canonical_sources(names) -> Tensor:
+    """Canonical ids (positions in ``NOISE_SOURCES``) of the configured sources, in configured order.
+
+    Source ids that travel with samples are always canonical (0 gaussian ... 3 rademacher), whichever subset
+    is configured, so the transform (here and in the kernel) and the pool agree on what an id means.
+    """
+    unknown = [n for n in names if n not in NOISE_SOURCES]
+    if unknown:
+        raise ValueError(f"unknown noise sources {unknown}; known: {', '.join(NOISE_SOURCES)}")
+    return torch.tensor([NOISE_SOURCES.index(n) for n in names], dtype=torch.int64)
+
+
 def transform_uniform(u: Tensor, n: Tensor, source_ids: Tensor) -> Tensor:
     """Turn ``u ~ U(0, 1)`` and ``n ~ N(0, 1)`` (both ``[B, D]``) into unit-variance noise per source.
 
@@ -86,7 +98,8 @@ class MagnitudeSchedule:
             raise ValueError("magnitude schedule: start and end need one entry per noise source")
 
     def at(self, progress: float) -> Tensor:
-        """Magnitudes at ``progress`` in [0, 1] of training: ``[N]`` or ``[N, dim]`` (fp32)."""
+        """Magnitudes at ``progress`` in [0, 1] of training: ``[N]`` or ``[N, dim]`` (fp32), one row per
+        configured source (see ``canonical_magnitudes`` to index them by canonical source id)."""
         start = torch.tensor(self.start, dtype=torch.float32)
         if self.kind == "constant" or self.end is None:
             return start
@@ -94,6 +107,14 @@ class MagnitudeSchedule:
         p = min(max(progress, 0.0), 1.0)
         w = p if self.kind == "linear" else 0.5 * (1.0 - math.cos(math.pi * p))
         return start + (end - start) * w
+
+
+def canonical_magnitudes(magnitudes: Tensor, sources: Tensor) -> Tensor:
+    """Scatter per-configured-source magnitudes ``[n]`` / ``[n, D]`` into canonical rows ``[4]`` / ``[4, D]``
+    (sources that are not configured get magnitude 0; no sample uses them)."""
+    full = magnitudes.new_zeros((len(NOISE_SOURCES), *magnitudes.shape[1:]))
+    full[sources] = magnitudes
+    return full
 
 
 class CEND(nn.Module):

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .cend import CEND, MagnitudeSchedule, balanced_targets, round_robin_sources
+from .cend import CEND, MagnitudeSchedule, balanced_targets, canonical_magnitudes, canonical_sources, round_robin_sources
 from .config import DistillConfig
 from .generator import CENDInput, Generator, LatentInput, NoisyLayerInput
 from .steps import generator_step
@@ -96,12 +96,13 @@ class CAESynthesizer(Synthesizer):
 
     def __init__(self, cfg, embeddings, image_shape, device, steps_context):
         self.schedule = MagnitudeSchedule(cfg.noise_magnitudes, cfg.noise_magnitudes_end, cfg.noise_schedule)
+        self.source_map = canonical_sources(cfg.noise_sources)  # configured index -> canonical source id
         super().__init__(cfg, embeddings, image_shape, device, steps_context)
-        self.sources = round_robin_sources(cfg.synth_batch_size, self.num_classes, len(cfg.noise_sources),
-                                           device=self.device)
+        robin = round_robin_sources(cfg.synth_batch_size, self.num_classes, len(cfg.noise_sources))
+        self.sources = self.source_map[robin].to(self.device)
 
     def reset(self) -> None:
-        cend = CEND(self.embeddings, self.schedule.at(0.0))
+        cend = CEND(self.embeddings, self._magnitudes(0.0))
         seed = int(torch.randint(0, 2**31 - 1, ()).item())  # one host read per generator life
         previous = getattr(self, "generator", None)
         inp = CENDInput(cend, seed=seed)
@@ -111,7 +112,10 @@ class CAESynthesizer(Synthesizer):
         self.optimizer = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas_g)
 
     def set_progress(self, progress: float) -> None:
-        self.generator.input.cend.set_magnitudes(self.schedule.at(progress))
+        self.generator.input.cend.set_magnitudes(self._magnitudes(progress))
+
+    def _magnitudes(self, progress: float):
+        return canonical_magnitudes(self.schedule.at(progress), self.source_map)
 
     def synthesize(self, adv_weight: float) -> SynthBatch:
         self.generator.train()

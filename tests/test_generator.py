@@ -110,3 +110,14 @@ def test_k_to_1_noisy_layer_uses_one_layer_per_group_of_k():
     e = nl.bn(nl.embeddings[y])
     want = torch.stack([e[i] @ nl.noisy_weight[i // 5] + nl.noisy_bias[i // 5] for i in range(12)])
     assert torch.allclose(nl(y, s), want, atol=1e-5)
+
+
+def test_a_subset_of_noise_sources_keeps_canonical_ids():
+    cfg = make_config(synth_batch_size=20, g_steps=1, generator_width=4, noise_sources=("laplace", "rademacher"),
+                      noise_magnitudes=(0.5, 2.0))
+    teacher = _tiny_teacher()
+    ctx = StepContext(teacher, _tiny_teacher(), None, Augment((0.5,), (0.5,), padding=1, flip=False), None)
+    synth = create_synthesizer(cfg, _embeddings(), (1, 8, 8), "cpu", ctx)
+    assert set(synth.sources.tolist()) == {2, 3}  # laplace, rademacher: ids mean the same everywhere
+    assert torch.equal(synth.generator.input.cend.magnitudes, torch.tensor([0.0, 0.0, 0.5, 2.0]))
+    assert set(synth.synthesize(adv_weight=0.0).sources.tolist()) == {2, 3}
