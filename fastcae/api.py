@@ -21,6 +21,12 @@ from .config import DistillConfig, make_config
 from .embeddings import class_embeddings
 from .loop import DistillRun, EvalSet
 from .pool import SyntheticPool
+from .presets import DATASETS, get_preset, is_pair_preset
+
+# Without a pair preset, distill assumes CIFAR-10-like input unless told otherwise (the historical default).
+DEFAULT_IMAGE_SHAPE = DATASETS["cifar10"].image_shape
+DEFAULT_MEAN = DATASETS["cifar10"].mean
+DEFAULT_STD = DATASETS["cifar10"].std
 
 
 @dataclass
@@ -117,9 +123,9 @@ def distill(
     student: nn.Module,
     class_names: Sequence[str] | None = None,
     *,
-    image_shape=(3, 32, 32),
-    mean=(0.4914, 0.4822, 0.4465),
-    std=(0.2023, 0.1994, 0.2010),
+    image_shape=None,
+    mean=None,
+    std=None,
     num_classes: int | None = None,
     preset: str | None = None,
     config: DistillConfig | None = None,
@@ -135,8 +141,11 @@ def distill(
             eval mode; it needs BatchNorm2d layers for the BN-statistics loss (or pass ``bn_weight=0``).
         class_names: one name per teacher output (prompts for the text encoder). If None, the class
             indices serve as names (``num_classes`` or the teacher's output width).
-        image_shape, mean, std: what the teacher was trained on (images in [0, 1], then normalised).
-        preset: named defaults (``fastcae.config.PRESETS``); ``config``: a full ``DistillConfig``.
+        image_shape, mean, std: what the teacher was trained on (images in [0, 1], then normalised). Left
+            out, they come from a pair preset, else CIFAR-10's (3, 32, 32) and mean/std.
+        preset: named defaults: a config-only preset (``fastcae.config.PRESETS``) or a teacher -> student
+            pair (``fastcae.presets.list_presets()``), which also supplies class names, image shape and
+            mean/std, and checks the teacher's output width; ``config``: a full ``DistillConfig``.
         eval_data: optional labelled set, ``(images in [0, 1], labels)``, scored after each epoch.
         checkpoint_dir: save after each epoch there, atomically; resume from it if it holds a checkpoint.
         text_encoder: a name ("auto", "clip", "minilm", "sentence-transformers:<model>", "random"), an encoder
@@ -153,6 +162,14 @@ def distill(
             options["text_encoder"] = "tensor" if isinstance(text_encoder, Tensor) else getattr(
                 text_encoder, "name", type(text_encoder).__name__)
     cfg = make_config(preset, config, **options)
+    pair = get_preset(preset) if is_pair_preset(preset) else None
+    if pair is not None:
+        image_shape = pair.image_shape if image_shape is None else image_shape
+        mean = pair.mean if mean is None else mean
+        std = pair.std if std is None else std
+    image_shape = DEFAULT_IMAGE_SHAPE if image_shape is None else image_shape
+    mean = DEFAULT_MEAN if mean is None else mean
+    std = DEFAULT_STD if std is None else std
     device = _resolve_device(cfg.device)
     image_shape = _check_image_shape(image_shape)
     mean = _check_norm("mean", mean, image_shape[0])
@@ -163,6 +180,13 @@ def distill(
     teacher.to(device)
     student.to(device)
     width = _probe_classifier(teacher, "teacher", image_shape, device)
+    if pair is not None:
+        if width != pair.num_classes:
+            raise ValueError(f"preset {pair.name!r} is for {pair.dataset.name} with {pair.num_classes} classes but "
+                             f"the teacher outputs {width}: use the preset of the dataset the teacher was trained on "
+                             f"(fastcae.presets.list_presets())")
+        if class_names is None:
+            class_names = pair.prompt_names
     if class_names is not None:
         class_names = [str(n) for n in class_names]
         if len(class_names) != width:

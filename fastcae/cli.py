@@ -1,4 +1,5 @@
-"""Command line: ``fastcae demo``, ``fastcae distill`` (from checkpoints and model names) and ``fastcae transfer``."""
+"""Command line: ``fastcae demo``, ``fastcae distill`` (from checkpoints and model names, or a pair preset),
+``fastcae presets``, ``fastcae train-teacher`` and ``fastcae transfer``."""
 
 from __future__ import annotations
 
@@ -11,12 +12,53 @@ from pathlib import Path
 import torch
 
 from .config import PRESETS, DistillConfig
+from .presets import DATASETS, PAIR_PRESETS, format_presets_table, get_preset
+from .teacher import TeacherCheckpointError
+
+
+def _safe_model_classes() -> dict[str, type]:
+    """``"module.QualName" -> class`` of fastcae's zoo models and torch.nn's layers: the only classes fastcae
+    lets ``torch.load`` rebuild from a pickled whole model (rebuilding one runs no code beyond setting state)."""
+    from . import models
+    from .models import cifar, features, small
+
+    classes = {}
+    candidates = [obj for mod in (cifar, small, features, models) for obj in vars(mod).values()]
+    candidates += [getattr(torch.nn, name) for name in dir(torch.nn)]
+    for obj in candidates:
+        if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and (
+            obj.__module__.startswith("fastcae.models.") or obj.__module__.startswith("torch.nn.modules.")
+        ):
+            classes[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return classes
+
+
+def _load_pickled_model(path: Path, first_error: Exception):
+    """A whole model saved with ``torch.save(model)``: rebuilt only if every class it names is a fastcae zoo
+    model or a torch.nn layer; anything else is refused without unpickling it."""
+    resave = ("fastcae will not unpickle code from a checkpoint; where that model's code is trusted, re-save "
+              "its weights with torch.save(model.state_dict(), 'teacher.pt') and pass that file")
+    try:
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 (not a torch zip file at all)
+        raise ValueError(f"{path} cannot be read as a weights-only checkpoint ({first_error}); save the model's "
+                         f"state_dict() rather than the whole pickled model") from first_error
+    allowed = _safe_model_classes()
+    refused = sorted(name for name in needed if name not in allowed)
+    if refused:
+        raise ValueError(f"{path} holds a pickled object that needs {', '.join(refused)}: {resave}") from first_error
+    with torch.serialization.safe_globals([allowed[name] for name in needed]):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, torch.nn.Module):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or a model")
+    return obj.state_dict()
 
 
 def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
     """Load a state dict (``.pt``/``.pth`` via ``weights_only=True``, or ``.safetensors``) into ``model``.
 
-    Accepts a bare state dict or one nested under "state_dict", "model" or "student"; never unpickles code.
+    Accepts a bare state dict or one nested under "state_dict", "model" or "student", or a whole fastcae zoo
+    model saved with ``torch.save(model)`` (rebuilt from an allow-list of classes); never unpickles code.
     """
     path = Path(path)
     if not path.exists():
@@ -29,8 +71,9 @@ def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
         except Exception as err:  # noqa: BLE001
-            raise ValueError(f"{path} cannot be read as a weights-only checkpoint ({err}); save the model's "
-                             f"state_dict() rather than the whole pickled model") from err
+            state = _load_pickled_model(path, err)
+        if isinstance(state, torch.nn.Module):  # a zoo model nested in a dict, or allow-listed by the caller
+            state = state.state_dict()
     for key in ("state_dict", "model", "student"):
         if isinstance(state, dict) and isinstance(state.get(key), dict):
             state = state[key]
@@ -76,21 +119,52 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--no-cache", action="store_true", help="retrain the teacher even if one is cached")
     demo.add_argument("--no-progress", action="store_true")
 
-    dist = sub.add_parser("distill", help="distil a student from a teacher checkpoint")
-    dist.add_argument("--teacher", required=True, help="teacher weights (.pt/.pth state dict or .safetensors)")
-    dist.add_argument("--teacher-model", required=True, help="teacher architecture (fastcae.models.list_models())")
-    dist.add_argument("--student-model", required=True, help="student architecture")
+    dist = sub.add_parser("distill", help="distil a student from a teacher checkpoint",
+                          description="Distil a student from a teacher checkpoint. A pair --preset (fastcae "
+                                      "presets) fills in the models, classes, image shape and mean/std; explicit "
+                                      "flags override it.")
+    dist.add_argument("--teacher", default=None, help="teacher weights (.pt/.pth state dict or .safetensors)")
+    dist.add_argument("--teacher-model", default=None,
+                      help="teacher architecture (fastcae.models.list_models()); default: the pair preset's")
+    dist.add_argument("--student-model", default=None, help="student architecture; default: the pair preset's")
     dist.add_argument("--student-init", default=None, help="optional initial student weights")
     dist.add_argument("--num-classes", type=int, default=None)
     dist.add_argument("--class-names", default=None, help="comma-separated names, or a file with one per line")
-    dist.add_argument("--image-shape", default="3,32,32", help="C,H,W")
-    dist.add_argument("--mean", default="0.4914,0.4822,0.4465")
-    dist.add_argument("--std", default="0.2023,0.1994,0.2010")
-    dist.add_argument("--preset", default=None, choices=sorted(PRESETS))
+    dist.add_argument("--image-shape", default=None, help="C,H,W (default: the pair preset's, else 3,32,32)")
+    dist.add_argument("--mean", default=None, help="per-channel mean (default: the pair preset's, else CIFAR-10's)")
+    dist.add_argument("--std", default=None, help="per-channel std (default: the pair preset's, else CIFAR-10's)")
+    dist.add_argument("--preset", default=None, choices=sorted(PRESETS) + sorted(PAIR_PRESETS),
+                      help="a config-only preset or a teacher-student pair (see fastcae presets)")
+    dist.add_argument("--list-presets", action="store_true", help="print the presets and their accuracies, then exit")
     dist.add_argument("--out", default="fastcae-run", help="directory for checkpoints and the student")
     dist.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any DistillConfig field, e.g. --set paradigm=nayer --set epochs=200 (repeatable)")
     dist.add_argument("--no-progress", action="store_true")
+
+    sub.add_parser("presets", help="list the teacher-student pair presets with published accuracies")
+
+    tt = sub.add_parser("train-teacher", help="train a teacher on a torchvision dataset (resumable)",
+                        description="Train a teacher with the CIFAR recipe: SGD (momentum 0.9, weight decay 5e-4), "
+                                    "cosine decay, random crop (padding 4) and horizontal flip. A checkpoint is "
+                                    "written atomically after every epoch; running the same command again "
+                                    "resumes. At the end, OUT/teacher.pt (state dict) and OUT/teacher.json.")
+    tt.add_argument("--dataset", required=True, help="cifar10, cifar100, mnist, fashion-mnist or svhn")
+    tt.add_argument("--model", required=True, help="architecture (fastcae.models.list_models())")
+    tt.add_argument("--data-root", required=True, help="directory holding the torchvision dataset files")
+    tt.add_argument("--out", required=True, help="directory for the checkpoint, teacher.pt and teacher.json")
+    tt.add_argument("--epochs", type=int, default=200)
+    tt.add_argument("--lr", type=float, default=0.1)
+    tt.add_argument("--batch-size", type=int, default=128)
+    tt.add_argument("--weight-decay", type=float, default=5e-4)
+    tt.add_argument("--momentum", type=float, default=0.9)
+    tt.add_argument("--no-flip", action="store_true", help="no horizontal flip (digits, text)")
+    tt.add_argument("--eval-every", type=int, default=10, help="epochs between test-split evaluations")
+    tt.add_argument("--stop-after", type=int, default=None,
+                    help="stop after this many epochs in this call (resume later with the same command)")
+    tt.add_argument("--download", action="store_true", help="let torchvision download the dataset if missing")
+    tt.add_argument("--seed", type=int, default=0)
+    tt.add_argument("--device", default=None)
+    tt.add_argument("--no-progress", action="store_true")
 
     tr = sub.add_parser("transfer", help="linear probe / fine-tune a student on a downstream set")
     tr.add_argument("--student", required=True, help="student weights (.pt/.pth state dict or .safetensors)")
@@ -128,6 +202,11 @@ def _cmd_distill(args) -> int:
     from .api import distill
     from .models import create_model
 
+    if args.list_presets:
+        print(format_presets_table())
+        return 0
+    if not args.teacher:
+        raise ValueError("give --teacher (the teacher's weights)")
     names = {f.name for f in dataclasses.fields(DistillConfig)}
     options = {}
     for item in args.set:
@@ -135,24 +214,77 @@ def _cmd_distill(args) -> int:
         if not sep or key not in names:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY a DistillConfig field")
         options[key] = _parse_value(value)
-    shape = tuple(int(v) for v in args.image_shape.split(","))
+    pair = get_preset(args.preset) if args.preset in PAIR_PRESETS else None
+    teacher_model = args.teacher_model or (pair.teacher if pair else None)
+    student_model = args.student_model or (pair.student if pair else None)
+    if teacher_model is None or student_model is None:
+        raise ValueError("give --teacher-model and --student-model, or a pair --preset (see fastcae presets)")
+    shape = tuple(int(v) for v in args.image_shape.split(",")) if args.image_shape else (
+        pair.image_shape if pair else (3, 32, 32))
     class_names = _class_names(args.class_names)
+    if class_names is None and pair is not None and args.num_classes in (None, pair.num_classes):
+        class_names = pair.prompt_names
     num_classes = args.num_classes or (len(class_names) if class_names else None)
     if num_classes is None:
         raise SystemExit("give --num-classes or --class-names")
-    teacher = load_weights(create_model(args.teacher_model, num_classes=num_classes, in_chans=shape[0]), args.teacher)
-    student = create_model(args.student_model, num_classes=num_classes, in_chans=shape[0])
+    teacher = load_weights(create_model(teacher_model, num_classes=num_classes, in_chans=shape[0]), args.teacher)
+    student = create_model(student_model, num_classes=num_classes, in_chans=shape[0])
     if args.student_init:
         load_weights(student, args.student_init)
     out = Path(args.out)
     result = distill(teacher, student, class_names, num_classes=num_classes, image_shape=shape,
-                     mean=_floats(args.mean), std=_floats(args.std), preset=args.preset,
-                     checkpoint_dir=out / "checkpoints", progress=not args.no_progress, **options)
+                     mean=_floats(args.mean) if args.mean else None, std=_floats(args.std) if args.std else None,
+                     preset=args.preset, checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
+                     **options)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(result.student.state_dict(), out / "student.pt")
     (out / "history.json").write_text(json.dumps(result.history, indent=1))
     (out / "config.json").write_text(json.dumps(result.config.to_dict(), indent=1))
     print(f"student saved to {out / 'student.pt'} after {len(result.history)} epochs")
+    if pair is not None:
+        e = pair.expected
+        print(f"published for {pair.name}: teacher {e['teacher']}%, Fast-10 {e['fast10']}%, CMI {e['cmi']}%"
+              + (f", NAYER ~{e['nayer']}%" if e["nayer"] is not None else ""))
+    return 0
+
+
+def _cmd_presets(args) -> int:
+    print(format_presets_table())
+    return 0
+
+
+def _cmd_train_teacher(args) -> int:
+    from . import data
+    from .models import create_model, list_models
+    from .teacher import TeacherRecipe, train_teacher
+
+    if args.model not in list_models():  # before the (slow) data loading
+        raise ValueError(f"unknown model {args.model!r}; known models: {', '.join(list_models())}")
+    # read through the module, so tests (and users) can substitute the loader
+    train = data.load_torchvision(args.dataset, args.data_root, train=True, download=args.download)
+    test = data.load_torchvision(args.dataset, args.data_root, train=False, download=args.download)
+    info = DATASETS.get(args.dataset.lower())
+    if info is not None:
+        num_classes, mean, std = info.num_classes, info.mean, info.std
+    else:  # no published normalisation: measure it on the training split
+        num_classes = int(train.labels.max()) + 1
+        mean, std = train.channel_stats()
+    recipe = TeacherRecipe(dataset=args.dataset.lower(), model=args.model, num_classes=num_classes,
+                           epochs=args.epochs, lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay,
+                           batch_size=args.batch_size, padding=train.images.shape[-2] // 8, flip=not args.no_flip,
+                           seed=args.seed)
+    torch.manual_seed(args.seed)  # the initial weights follow the seed too
+    model = create_model(args.model, num_classes=num_classes, in_chans=train.images.shape[1])
+    summary = train_teacher(model, train, test, recipe, mean, std, args.out, device=args.device,
+                            eval_every=args.eval_every, stop_after=args.stop_after, progress=not args.no_progress)
+    out = Path(args.out)
+    if not summary["finished"]:
+        print(f"stopped after epoch {summary['epochs_done']} of {recipe.epochs}; run the same command to resume "
+              f"from {out / 'checkpoint.pt'}")
+        return 0
+    acc = summary["test_accuracy"]
+    print(f"teacher saved to {out / 'teacher.pt'} ({recipe.model} on {recipe.dataset}, test accuracy "
+          f"{100 * acc:.2f}%); record: {out / 'teacher.json'}")
     return 0
 
 
@@ -186,8 +318,10 @@ def _cmd_transfer(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return {"demo": _cmd_demo, "distill": _cmd_distill, "transfer": _cmd_transfer}[args.command](args)
-    except (ValueError, FileNotFoundError) as err:
+        commands = {"demo": _cmd_demo, "distill": _cmd_distill, "presets": _cmd_presets,
+                    "train-teacher": _cmd_train_teacher, "transfer": _cmd_transfer}
+        return commands[args.command](args)
+    except (ValueError, FileNotFoundError, TeacherCheckpointError) as err:
         print(f"fastcae: error: {err}", file=sys.stderr)
         return 2
 

@@ -175,8 +175,9 @@ RESUME_KEYS = (
 )
 
 
-# Named presets: overrides of the defaults. Paper-scale pairs (models, data) belong to the CLI and issue 5;
-# these carry the schedules of METHOD.md section 2 and the small embedded demo.
+# Named config-only presets: overrides of the defaults, carrying the schedules of METHOD.md section 2 and the
+# small embedded demo. Paper-scale teacher -> student pairs (models, classes, normalisation, published
+# accuracies) live in ``fastcae.presets``; ``make_config`` accepts both kinds of name.
 PRESETS: dict[str, dict] = {
     "nayer-cifar10": dict(epochs=120, warmup_epochs=20, synth_batch_size=400, student_batch_size=512, lr_s=0.2),
     "nayer-cifar100": dict(
@@ -197,16 +198,34 @@ PRESETS: dict[str, dict] = {
 }
 
 
+def preset_overrides(preset: str) -> tuple[dict, dict]:
+    """``(overrides, per-paradigm overrides)`` of a config-only preset (``PRESETS``) or a pair preset
+    (``fastcae.presets``); an unknown name is an error listing both kinds."""
+    from .presets import PAIR_PRESETS  # imported here: presets reads PRESETS from this module
+
+    if preset in PRESETS:
+        return PRESETS[preset], {}
+    if preset in PAIR_PRESETS:
+        pair = PAIR_PRESETS[preset]
+        return pair.config, pair.paradigm_config
+    known = sorted(PRESETS) + sorted(PAIR_PRESETS)
+    raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(known)}")
+
+
 def make_config(preset: str | None = None, config: DistillConfig | None = None, **overrides) -> DistillConfig:
-    """``config`` (or the defaults with ``preset`` applied) <- keyword overrides, validated."""
-    if preset is not None and preset not in PRESETS:
-        raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(sorted(PRESETS))}")
+    """``config`` (or the defaults with ``preset`` applied) <- keyword overrides, validated.
+
+    A pair preset's per-paradigm values (NAYER's g_steps) apply only when the final paradigm is theirs and
+    the caller did not set that field, so ``paradigm="cae"`` keeps cae's own default.
+    """
+    base, per_paradigm = preset_overrides(preset) if preset is not None else ({}, {})
     if preset is not None and config is not None:
         raise ValueError("give a preset or a full config, not both (apply a preset with make_config(preset=...) "
                          "and adjust it with keywords)")
     cfg = config if config is not None else DistillConfig()
-    if preset is not None:
-        cfg = cfg.replace(**PRESETS[preset])
+    cfg = cfg.replace(**base)
     cfg = cfg.replace(**overrides)
+    extra = {k: v for k, v in per_paradigm.get(cfg.paradigm, {}).items() if k not in overrides}
+    cfg = cfg.replace(**extra)
     cfg.validate()
     return cfg

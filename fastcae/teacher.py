@@ -1,12 +1,23 @@
-"""Supervised training of a classifier on tensors: the digits demo's teacher (and a recipe for others).
+"""Supervised training of a classifier on tensors: the digits demo's teacher, and resumable CIFAR teachers.
 
 SGD with momentum, cosine decay, random crop (+ optional flip) on device tensors; the defaults of the
-CIFAR teacher recipe (lr 0.1, momentum 0.9, weight decay 5e-4) with the schedule length left to the caller.
+CIFAR teacher recipe (lr 0.1, momentum 0.9, weight decay 5e-4). ``train_classifier`` is the short in-memory
+loop of the demos; ``train_teacher`` is the documented paper-scale recipe (``TeacherRecipe``), which writes
+an atomic checkpoint after every epoch and resumes from it, because 200 CIFAR epochs outlive many jobs.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import json
 import math
+import os
+import pickle
+import platform
+import tempfile
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -53,18 +64,7 @@ def train_classifier(
 
         bar = tqdm(total=epochs, desc="teacher", unit="epoch", dynamic_ncols=True)
     for epoch in range(epochs):
-        model.train()
-        perm = torch.randperm(len(train), device=device)
-        total = torch.zeros((), device=device)
-        for i in range(steps_per_epoch):
-            idx = perm[i * batch_size : (i + 1) * batch_size]
-            loss = F.cross_entropy(model(augment(images[idx])), labels[idx])
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += loss.detach()
-        record = {"epoch": epoch + 1, "loss": total.item() / steps_per_epoch}
+        record = {"epoch": epoch + 1, "loss": _train_epoch(model, images, labels, augment, opt, sched, batch_size)}
         if test is not None and (epoch + 1 == epochs or (epoch + 1) % 5 == 0):
             record["test_accuracy"] = accuracy(model, test.images, test.labels, mean, std, device=device)
         history.append(record)
@@ -75,3 +75,200 @@ def train_classifier(
         bar.close()
     model.eval()
     return history
+
+
+def _train_epoch(model, images, labels, augment, opt, sched, batch_size: int) -> float:
+    """One pass over the data in a random order, a scheduler step per batch; the mean loss (one host sync)."""
+    model.train()
+    n = labels.shape[0]
+    steps = math.ceil(n / batch_size)
+    perm = torch.randperm(n, device=images.device)
+    total = torch.zeros((), device=images.device)
+    for i in range(steps):
+        idx = perm[i * batch_size : (i + 1) * batch_size]
+        loss = F.cross_entropy(model(augment(images[idx])), labels[idx])
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        total += loss.detach()
+    return total.item() / steps
+
+
+# ------------------------------------------------------------------------------- resumable teacher recipe
+
+CHECKPOINT = "checkpoint.pt"
+CHECKPOINT_FORMAT = "fastcae-teacher-checkpoint"
+
+
+@dataclass
+class TeacherRecipe:
+    """The teacher training recipe: SGD (momentum, weight decay), cosine decay to 0 per step, random crop
+    with padding and horizontal flip. The defaults are the common CIFAR recipe for DFKD teachers."""
+
+    dataset: str
+    model: str
+    num_classes: int
+    epochs: int = 200
+    lr: float = 0.1
+    momentum: float = 0.9
+    weight_decay: float = 5e-4
+    batch_size: int = 128
+    padding: int = 4
+    flip: bool = True
+    seed: int = 0
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+class TeacherCheckpointError(RuntimeError):
+    """A teacher checkpoint that cannot be resumed: unreadable, not ours, or from another recipe."""
+
+
+def _atomic_save(payload: dict, path: Path) -> None:
+    """Write to a temporary file in the same directory, fsync, then rename over ``path`` (atomic)."""
+    fd, tmp = tempfile.mkstemp(prefix=".teacher-", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(payload, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def _load_checkpoint(path: Path, recipe: TeacherRecipe) -> dict:
+    """Read with ``weights_only=True``; refuse a damaged file or another recipe, naming the file and fields."""
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as err:
+        raise TeacherCheckpointError(f"teacher checkpoint {path} is corrupt or truncated and cannot be read ({err}); "
+                                     f"delete it to start over") from err
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise TeacherCheckpointError(f"{path} is not a fastcae teacher checkpoint; use another --out directory")
+    saved, wanted = payload["recipe"], recipe.to_dict()
+    diffs = [f"{k}: checkpoint {saved.get(k)!r}, this run {v!r}" for k, v in wanted.items() if saved.get(k) != v]
+    if diffs:
+        raise TeacherCheckpointError(
+            f"teacher checkpoint {path} was written by another recipe ({'; '.join(diffs)}); resume with the same "
+            f"settings (the cosine schedule depends on --epochs) or use another --out directory")
+    return payload
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"cpu": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["cpu"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _versions() -> dict:
+    import importlib.metadata as md
+
+    versions = {"python": platform.python_version(), "torch": torch.__version__}
+    for pkg in ("torchvision", "fastcae"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    return versions
+
+
+def train_teacher(
+    model: nn.Module,
+    train: ImageSplit,
+    test: ImageSplit,
+    recipe: TeacherRecipe,
+    mean,
+    std,
+    out_dir,
+    *,
+    device=None,
+    eval_every: int = 10,
+    stop_after: int | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train ``model`` by ``recipe``, resumably; returns the summary written to ``out_dir/teacher.json``.
+
+    After every epoch ``out_dir/checkpoint.pt`` is replaced atomically (model, optimiser, scheduler, epoch,
+    RNG state, history), so an interrupted run continues where it stopped and ends bit-identical to one that
+    never stopped (same device and library versions). ``stop_after`` ends this call after that many epochs
+    (to fit a job's time limit); when all ``recipe.epochs`` are done, ``teacher.pt`` (the state dict) and
+    ``teacher.json`` (recipe, accuracy, history, versions) are written. Test accuracy is measured every
+    ``eval_every`` epochs and after the last.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
+    model.to(device)
+    augment = Augment(mean, std, padding=recipe.padding, flip=recipe.flip).to(device)
+    images, labels = train.images.to(device), train.labels.to(device)
+    opt = torch.optim.SGD(model.parameters(), lr=recipe.lr, momentum=recipe.momentum,
+                          weight_decay=recipe.weight_decay)
+    steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
+    history: list[dict] = []
+    epoch = 0
+    ckpt_path = out / CHECKPOINT
+    if ckpt_path.exists():
+        payload = _load_checkpoint(ckpt_path, recipe)
+        model.load_state_dict(payload["model"])
+        opt.load_state_dict(payload["optimizer"])
+        sched.load_state_dict(payload["scheduler"])
+        _set_rng_state(payload["rng"], device)
+        epoch, history = payload["epoch"], list(payload["history"])
+    else:
+        torch.manual_seed(recipe.seed)
+
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+
+        bar = tqdm(total=recipe.epochs, initial=epoch, desc=f"{recipe.model} on {recipe.dataset}", unit="epoch",
+                   dynamic_ncols=True)
+    ran = 0
+    try:
+        while epoch < recipe.epochs and (stop_after is None or ran < stop_after):
+            loss = _train_epoch(model, images, labels, augment, opt, sched, recipe.batch_size)
+            epoch, ran = epoch + 1, ran + 1
+            if not math.isfinite(loss):
+                raise FloatingPointError(f"the training loss became {loss} at epoch {epoch}; the last good "
+                                         f"checkpoint {ckpt_path} is kept (lower --lr and resume)")
+            record = {"epoch": epoch, "loss": loss, "lr": sched.get_last_lr()[0]}
+            if epoch == recipe.epochs or epoch % eval_every == 0:
+                record["test_accuracy"] = accuracy(model, test.images, test.labels, mean, std, device=device)
+            history.append(record)
+            _atomic_save({"format": CHECKPOINT_FORMAT, "recipe": recipe.to_dict(), "epoch": epoch,
+                          "model": model.state_dict(), "optimizer": opt.state_dict(),
+                          "scheduler": sched.state_dict(), "rng": _rng_state(device), "history": history},
+                         ckpt_path)
+            if bar is not None:
+                bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("loss", "test_accuracy")})
+                bar.update(1)
+    finally:
+        if bar is not None:
+            bar.close()
+    model.eval()
+
+    finished = epoch >= recipe.epochs
+    accs = [h["test_accuracy"] for h in history if "test_accuracy" in h]
+    summary = {"recipe": recipe.to_dict(), "epochs_done": epoch, "finished": finished,
+               "test_accuracy": accs[-1] if accs else None, "mean": list(mean), "std": list(std),
+               "train_images": len(train), "test_images": len(test), "device": str(device),
+               "versions": _versions(), "history": history}
+    if finished:
+        tmp = out / ".teacher.pt.tmp"
+        torch.save(model.state_dict(), tmp)
+        os.replace(tmp, out / "teacher.pt")
+        (out / "teacher.json").write_text(json.dumps(summary, indent=1))
+    return summary
