@@ -18,6 +18,14 @@ DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 requires_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="fused Triton kernels are timed on a CUDA GPU only")
 
 
+# fp32 everywhere; bf16 only on a GPU (it doubles the CPU run for no insight into the kernels).
+FLOAT_DTYPES = [
+    pytest.param(torch.float32, id="fp32"),
+    pytest.param(torch.bfloat16, id="bf16",
+                 marks=pytest.mark.skipif(DEVICE != "cuda", reason="bf16 timed on GPU only (keeps the CPU run short)")),
+]
+
+
 def sync():
     """Call inside timed functions: CUDA work is asynchronous, so time the work, not the launch."""
     if DEVICE == "cuda":

@@ -13,10 +13,7 @@ bytes per fwd+bwd; ``achieved_GBps`` divides it by the median time. Run:
 import pytest
 import torch
 
-try:  # `python -m pytest` from the repo root puts it on sys.path; plain `pytest` only puts benchmarks/ there
-    from benchmarks.conftest import DEVICE, requires_cuda, sync
-except ImportError:
-    from conftest import DEVICE, requires_cuda, sync
+from conftest import DEVICE, FLOAT_DTYPES, requires_cuda, sync  # benchmarks/ is on sys.path (rootdir conftest)
 from fastcae.losses import bn_stats_loss as bn_stats_loss_ref
 
 BATCH = 400 if DEVICE == "cuda" else 40
@@ -40,14 +37,7 @@ BACKENDS = [
     pytest.param("compiled", id="compiled"),
     pytest.param("fused", id="fused", marks=requires_cuda),
 ]
-DTYPES = [
-    pytest.param(torch.float32, id="fp32"),
-    pytest.param(
-        torch.bfloat16,
-        id="bf16",
-        marks=pytest.mark.skipif(DEVICE != "cuda", reason="bf16 timed on GPU only (keeps the CPU run short)"),
-    ),
-]
+DTYPES = FLOAT_DTYPES
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -21,7 +21,7 @@ Run: ``pytest benchmarks/test_bench_cend_linear.py --benchmark-only``.
 import pytest
 import torch
 
-from benchmarks.conftest import DEVICE, requires_cuda, sync
+from conftest import DEVICE, FLOAT_DTYPES, requires_cuda, sync
 from fastcae.cend import cend_linear_reference, counter_noise, transform_uniform
 
 B, D = 400, 512
@@ -69,14 +69,7 @@ CASES = [
     ),
     pytest.param("fused", "counter", id="fused-counter", marks=requires_cuda),
 ]
-DTYPES = [
-    pytest.param(torch.float32, id="fp32"),
-    pytest.param(
-        torch.bfloat16,
-        id="bf16",
-        marks=pytest.mark.skipif(DEVICE != "cuda", reason="bf16 timed on GPU only (keeps the CPU run short)"),
-    ),
-]
+DTYPES = FLOAT_DTYPES
 
 
 @pytest.mark.parametrize("backend, noise", CASES)
