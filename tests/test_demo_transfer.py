@@ -1,5 +1,7 @@
 """The embedded transfer task runs end to end and reports every row (a short, one-seed version)."""
 
+import torch
+
 from fastcae.demo_transfer import format_transfer_table, run_transfer_demo
 
 
@@ -13,3 +15,13 @@ def test_transfer_demo_smoke(tmp_path):
     assert rows["cae, KD only"]["probe_accuracy"][0] > 0.5  # 5 unseen classes: far above chance (0.2)
     assert "probe on 5-9" in format_transfer_table(summary)
     assert (tmp_path / "transfer_summary.json").exists()
+
+
+def test_few_shot_keeps_k_per_class():
+    from fastcae.data import load_digits
+    from fastcae.demo_transfer import few_shot
+
+    train, _ = load_digits(image_size=8)
+    small = few_shot(train.subset(range(5, 10)), 3)
+    assert sorted(small.labels.tolist()) == sorted([c for c in range(5, 10) for _ in range(3)])
+    assert torch.equal(small.labels, few_shot(train.subset(range(5, 10)), 3).labels)  # fixed choice
