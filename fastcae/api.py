@@ -132,6 +132,7 @@ def distill(
     eval_data=None,
     checkpoint_dir: str | Path | None = None,
     text_encoder=None,
+    profile: str | Path | None = None,
     **options,
 ) -> DistillResult:
     """Distil ``student`` from ``teacher`` without data (CAE-DFKD by default).
@@ -148,6 +149,8 @@ def distill(
             mean/std, and checks the teacher's output width; ``config``: a full ``DistillConfig``.
         eval_data: optional labelled set, ``(images in [0, 1], labels)``, scored after each epoch.
         checkpoint_dir: save after each epoch there, atomically; resume from it if it holds a checkpoint.
+        profile: write a throughput report there (JSON, with a Markdown summary and a PNG plot beside it):
+            images/s per phase and, where NVML can read the GPU, utilisation, memory, power and energy.
         text_encoder: a name ("auto", "clip", "minilm", "sentence-transformers:<model>", "random"), an encoder
             object, or a ``[num_classes, dim]`` tensor of your own embeddings.
         **options: any ``DistillConfig`` field, e.g. ``paradigm="nayer"``, ``epochs=200``, ``flip=False``,
@@ -217,7 +220,17 @@ def distill(
         payload = ckpt.load(checkpoint_dir, cfg, device=device)
         if payload is not None:
             run.load_state_dict(payload["state"])
-    _run_epochs(run, checkpoint_dir)
+    if profile is not None:
+        from .profiling import profile_session
+
+        meta = {"config": cfg.to_dict(), "device": str(device), "image_shape": list(image_shape),
+                "num_classes": width}
+        with profile_session(profile, device_index=device.index or 0, meta=meta) as recorder:
+            run.recorder = recorder
+            _run_epochs(run, checkpoint_dir)
+        run.recorder = None
+    else:
+        _run_epochs(run, checkpoint_dir)
 
     student.eval()
     for p in student.parameters():

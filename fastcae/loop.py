@@ -8,6 +8,7 @@ steps and once per epoch; each read also checks that every term is finite.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import random
 import time
@@ -89,8 +90,20 @@ class DistillRun:
         self.history: list[dict] = []
         self.images_synthesized = 0
         self.elapsed = 0.0  # seconds of training, summed across resumes
+        self.recorder = None  # a fastcae.profiling.PhaseRecorder when profiling (distill(profile=...))
 
     # ------------------------------------------------------------------------------------------------
+    @contextlib.contextmanager
+    def _phase(self, name: str):
+        """A profiled span; on CUDA it waits for the queued work, so the span times work, not launches."""
+        if self.recorder is None:
+            yield
+            return
+        with self.recorder.phase(name):
+            yield
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+
     def _check_finite(self, terms: dict[str, float], epoch: int, where: str) -> None:
         bad = [k for k, v in terms.items() if not math.isfinite(v)]
         if bad:
@@ -117,12 +130,15 @@ class DistillRun:
         progress = max(epoch - cfg.warmup_epochs, 0) / max(cfg.epochs - cfg.warmup_epochs, 1)
         self.synth.set_progress(progress)
         totals = None
-        for _ in range(n_batches):
-            batch = self.synth.synthesize(adv_weight)
-            self.pool.push(batch.images, batch.labels, batch.sources)
-            self.images_synthesized += batch.images.shape[0]
-            terms = self.synth.last_terms
-            totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
+        with self._phase("synthesis"):
+            for _ in range(n_batches):
+                batch = self.synth.synthesize(adv_weight)
+                self.pool.push(batch.images, batch.labels, batch.sources)
+                self.images_synthesized += batch.images.shape[0]
+                if self.recorder is not None:
+                    self.recorder.add(images=batch.images.shape[0], steps=cfg.generator_steps)
+                terms = self.synth.last_terms
+                totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
         return {k: float(v) / n_batches for k, v in (totals or {}).items()}
 
     def train_student(self, epoch: int, deadline: float | None) -> dict[str, float]:
@@ -132,18 +148,21 @@ class DistillRun:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         sums, window, steps = None, None, 0
-        for step in range(cfg.student_steps):
-            images, labels, _ = self.pool.sample(cfg.student_batch_size)
-            terms = student_step(self.ctx, self.optimizer, images, labels, cfg)
-            window = terms if window is None else {k: window[k] + terms[k] for k in terms}
-            steps += 1
-            if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.student_steps:
-                read = {k: float(v) for k, v in window.items()}  # the one host sync per log interval
-                self._check_finite(read, epoch, f"student step {step + 1}")
-                sums = read if sums is None else {k: sums[k] + read[k] for k in read}
-                window = None
-                if deadline is not None and time.perf_counter() > deadline:
-                    break
+        with self._phase("distillation"):
+            for step in range(cfg.student_steps):
+                images, labels, _ = self.pool.sample(cfg.student_batch_size)
+                terms = student_step(self.ctx, self.optimizer, images, labels, cfg)
+                window = terms if window is None else {k: window[k] + terms[k] for k in terms}
+                steps += 1
+                if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.student_steps:
+                    read = {k: float(v) for k, v in window.items()}  # the one host sync per log interval
+                    self._check_finite(read, epoch, f"student step {step + 1}")
+                    sums = read if sums is None else {k: sums[k] + read[k] for k in read}
+                    window = None
+                    if deadline is not None and time.perf_counter() > deadline:
+                        break
+            if self.recorder is not None:
+                self.recorder.add(images=steps * cfg.student_batch_size, steps=steps)
         if window is not None:
             read = {k: float(v) for k, v in window.items()}
             sums = read if sums is None else {k: sums[k] + read[k] for k in read}

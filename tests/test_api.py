@@ -126,3 +126,19 @@ def test_preset_and_config_are_exclusive_and_keywords_override_a_preset():
     assert cfg.epochs == 7 and cfg.temperature == 4.0 and not cfg.flip
     with pytest.raises(ValueError, match="not both"):
         make_config(preset="digits", config=DistillConfig())
+
+
+def test_profile_writes_a_throughput_report_without_a_gpu(tmp_path):
+    import json
+
+    result = distill(trained_like_teacher(), tiny_classifier(), profile=tmp_path / "run.json", **SHAPE, **TINY)
+    report = json.loads((tmp_path / "run.json").read_text())
+    phases = report["phases"]
+    assert phases["synthesis"]["images"] == result.history[-1]["images_synthesized"]
+    steps = sum(h.get("student_steps", 0) for h in result.history)
+    assert phases["distillation"]["steps"] == steps
+    assert phases["distillation"]["images"] == steps * TINY["student_batch_size"]
+    assert phases["synthesis"]["images_per_s"] > 0
+    assert report["gpu_metrics"].startswith("unavailable")
+    assert "unavailable" in (tmp_path / "run.md").read_text()
+    assert (tmp_path / "run.png").stat().st_size > 0
