@@ -118,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--device", default=None)
     demo.add_argument("--no-cache", action="store_true", help="retrain the teacher even if one is cached")
     demo.add_argument("--no-progress", action="store_true")
+    demo.add_argument("--profile", default=None, metavar="REPORT.json",
+                      help="write a throughput report (JSON + Markdown + PNG; GPU metrics via NVML when present)")
 
     dist = sub.add_parser("distill", help="distil a student from a teacher checkpoint",
                           description="Distil a student from a teacher checkpoint. A pair --preset (fastcae "
@@ -140,6 +142,8 @@ def build_parser() -> argparse.ArgumentParser:
     dist.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                       help="any DistillConfig field, e.g. --set paradigm=nayer --set epochs=200 (repeatable)")
     dist.add_argument("--no-progress", action="store_true")
+    dist.add_argument("--profile", default=None, metavar="REPORT.json",
+                      help="write a throughput report (JSON + Markdown + PNG; GPU metrics via NVML when present)")
 
     sub.add_parser("presets", help="list the teacher-student pair presets with published accuracies")
 
@@ -190,8 +194,9 @@ def build_parser() -> argparse.ArgumentParser:
 def _cmd_demo(args) -> int:
     from .demo import format_table, run_demo
 
+    options = {"profile": args.profile} if args.profile else {}
     summary = run_demo(args.out, budget_seconds=args.budget, seed=args.seed, device=args.device,
-                       progress=not args.no_progress, use_cache=not args.no_cache)
+                       progress=not args.no_progress, use_cache=not args.no_cache, **options)
     print(format_table(summary))
     print(f"\npictures: {Path(args.out) / 'synthesised.png'}, {Path(args.out) / 'accuracy.png'}; "
           f"record: {Path(args.out) / 'summary.json'}")
@@ -235,6 +240,7 @@ def _cmd_distill(args) -> int:
     result = distill(teacher, student, class_names, num_classes=num_classes, image_shape=shape,
                      mean=_floats(args.mean) if args.mean else None, std=_floats(args.std) if args.std else None,
                      preset=args.preset, checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
+                     profile=args.profile,
                      **options)
     out.mkdir(parents=True, exist_ok=True)
     torch.save(result.student.state_dict(), out / "student.pt")

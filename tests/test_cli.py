@@ -29,6 +29,16 @@ def test_cli_distill_writes_student_history_and_config(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "checkpoint.pt").exists()
 
 
+def test_cli_distill_profile_report(tmp_path):
+    teacher = create_model("digits_teacher", num_classes=10, in_chans=1)
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    report = tmp_path / "report.json"
+    assert main(_args(tmp_path / "teacher.pt", tmp_path / "run", "--profile", str(report))) == 0
+    history = json.loads((tmp_path / "run" / "history.json").read_text())
+    assert json.loads(report.read_text())["phases"]["synthesis"]["images"] == history[-1]["images_synthesized"]
+    assert report.with_suffix(".md").exists() and report.with_suffix(".png").exists()
+
+
 def test_cli_names_a_checkpoint_that_does_not_fit(tmp_path, capsys):
     other = create_model("digits_student", num_classes=10, in_chans=1)
     torch.save(other.state_dict(), tmp_path / "wrong.pt")
