@@ -11,13 +11,13 @@ from __future__ import annotations
 
 import os
 import pickle
-import tempfile
 import warnings
 import zipfile
 from pathlib import Path
 
 import torch
 
+from .atomic import atomic_write
 from .config import RESUME_KEYS, DistillConfig
 
 FORMAT = "fastcae-checkpoint"
@@ -36,20 +36,11 @@ def save(directory, state: dict, cfg: DistillConfig, extra: dict | None = None) 
     directory.mkdir(parents=True, exist_ok=True)
     payload = {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(),
                "state": state, "extra": extra or {}}
-    fd, tmp = tempfile.mkstemp(prefix=".checkpoint-", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        latest = directory / LATEST
-        if latest.exists():
-            os.replace(latest, directory / PREVIOUS)
-        os.replace(tmp, latest)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    latest = directory / LATEST
+    # keep the last good checkpoint: load() falls back to it if the new one is missing or unreadable
+    if latest.exists():
+        os.replace(latest, directory / PREVIOUS)
+    atomic_write(latest, lambda tmp: torch.save(payload, tmp))
     return directory / LATEST
 
 

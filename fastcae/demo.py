@@ -19,6 +19,7 @@ import torch
 
 from . import __version__
 from .api import distill
+from .atomic import atomic_write
 from .config import PRESETS
 from .data import DIGIT_NAMES, ImageSplit, load_digits
 from .embeddings import default_cache_dir
@@ -49,10 +50,8 @@ def digits_teacher(train: ImageSplit, test: ImageSplit, mean, std, image_size: i
     train_classifier(model, train, mean, std, epochs=TEACHER_EPOCHS, lr=0.05, batch_size=64, device=device,
                      seed=seed, progress=progress)
     if use_cache:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}, str(tmp))
-        tmp.replace(path)
+        state = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+        atomic_write(path, lambda tmp: save_file(state, tmp))
     return model.to(device).eval(), "trained"
 
 

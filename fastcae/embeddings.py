@@ -27,13 +27,14 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import warnings
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 import torch
 from torch import Tensor
+
+from .atomic import atomic_write
 
 __all__ = [
     "EncoderUnavailable",
@@ -452,27 +453,14 @@ def _read_cache(path: Path, meta: dict[str, str], num_classes: int) -> Tensor | 
 
 
 def _write_cache(path: Path, emb: Tensor, meta: dict[str, str]) -> None:
-    """Atomic write: a temporary file in the same directory, then ``os.replace``. Failures only warn."""
-    tmp = None
+    """Atomic write (``fastcae.atomic``); failures only warn: a read-only cache must not stop training."""
     try:
         from safetensors.torch import save_file
 
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem[:16]}-", suffix=".tmp", dir=str(path.parent))
-        os.close(fd)
-        os.chmod(tmp, 0o644)  # mkstemp makes it 0600; a cache file is not a secret
-        save_file({_TENSOR_KEY: emb.contiguous()}, tmp, metadata=meta)
-        os.replace(tmp, path)
-        tmp = None
-    except Exception as exc:  # noqa: BLE001  (a read-only cache must not stop training)
+        atomic_write(path, lambda tmp: save_file({_TENSOR_KEY: emb.contiguous()}, tmp, metadata=meta))
+    except Exception as exc:  # noqa: BLE001
         warnings.warn(f"could not write embedding cache file {str(path)!r} ({_first_line(exc)})",
                       RuntimeWarning, stacklevel=4)
-    finally:
-        if tmp is not None:
-            try:
-                os.unlink(tmp)
-            except OSError:
-                pass
 
 
 # --------------------------------------------------------------------------------------------------------

@@ -11,10 +11,8 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import os
 import pickle
 import platform
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .atomic import atomic_write
 from .augment import Augment
 from .data import ImageSplit
 from .evaluate import accuracy
@@ -124,21 +123,6 @@ class TeacherRecipe:
 
 class TeacherCheckpointError(RuntimeError):
     """A teacher checkpoint that cannot be resumed: unreadable, not ours, or from another recipe."""
-
-
-def _atomic_save(payload: dict, path: Path) -> None:
-    """Write to a temporary file in the same directory, fsync, then rename over ``path`` (atomic)."""
-    fd, tmp = tempfile.mkstemp(prefix=".teacher-", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(payload, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
 
 
 def _load_checkpoint(path: Path, recipe: TeacherRecipe) -> dict:
@@ -248,10 +232,10 @@ def train_teacher(
             if epoch == recipe.epochs or epoch % eval_every == 0:
                 record["test_accuracy"] = accuracy(model, test.images, test.labels, mean, std, device=device)
             history.append(record)
-            _atomic_save({"format": CHECKPOINT_FORMAT, "recipe": recipe.to_dict(), "epoch": epoch,
-                          "model": model.state_dict(), "optimizer": opt.state_dict(),
-                          "scheduler": sched.state_dict(), "rng": _rng_state(device), "history": history},
-                         ckpt_path)
+            payload = {"format": CHECKPOINT_FORMAT, "recipe": recipe.to_dict(), "epoch": epoch,
+                       "model": model.state_dict(), "optimizer": opt.state_dict(),
+                       "scheduler": sched.state_dict(), "rng": _rng_state(device), "history": history}
+            atomic_write(ckpt_path, lambda tmp: torch.save(payload, tmp))
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("loss", "test_accuracy")})
                 bar.update(1)
@@ -267,8 +251,6 @@ def train_teacher(
                "train_images": len(train), "test_images": len(test), "device": str(device),
                "versions": _versions(), "history": history}
     if finished:
-        tmp = out / ".teacher.pt.tmp"
-        torch.save(model.state_dict(), tmp)
-        os.replace(tmp, out / "teacher.pt")
+        atomic_write(out / "teacher.pt", lambda tmp: torch.save(model.state_dict(), tmp))
         (out / "teacher.json").write_text(json.dumps(summary, indent=1))
     return summary

@@ -49,7 +49,7 @@ def test_save_is_atomic_and_keeps_the_previous(tmp_path):
     ckpt.save(tmp_path, {"x": torch.ones(2)}, cfg)
     ckpt.save(tmp_path, {"x": torch.zeros(2)}, cfg)
     assert (tmp_path / ckpt.LATEST).exists() and (tmp_path / ckpt.PREVIOUS).exists()
-    assert not list(tmp_path.glob(".checkpoint-*"))  # no temporary left behind
+    assert not list(tmp_path.glob("*.tmp"))  # no temporary left behind
     assert torch.equal(ckpt.load(tmp_path, cfg)["state"]["x"], torch.zeros(2))
 
 
