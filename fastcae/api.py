@@ -17,6 +17,7 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
+from .bn_hooks import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .embeddings import class_embeddings
 from .loop import DistillRun, EvalSet
@@ -201,10 +202,8 @@ def distill(
     student_width = _probe_classifier(student, "student", image_shape, device)
     if student_width != width:
         raise ValueError(f"the student outputs {student_width} classes, the teacher {width}: they must match")
-    if cfg.bn_weight > 0 and not any(isinstance(m, nn.BatchNorm2d) for m in teacher.modules()):
-        raise ValueError("the teacher has no BatchNorm2d layer, so the BN-statistics loss (bn_weight="
-                         f"{cfg.bn_weight}) has nothing to match; pass bn_weight=0 to distil without it (expect far "
-                         "lower accuracy: that term is what makes synthetic images resemble the training data)")
+    if cfg.bn_weight > 0:
+        teacher_bn_layers(teacher)  # fail now, before embeddings and models are built
     evalset = _eval_set(eval_data, image_shape, width)
 
     if encoder_obj is not None:

@@ -21,15 +21,21 @@ from torch import Tensor, nn
 from . import ops
 
 
+def teacher_bn_layers(teacher: nn.Module) -> list[nn.BatchNorm2d]:
+    """The teacher's BatchNorm2d layers, or a ValueError saying why the BN-statistics loss needs them."""
+    layers = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
+    if not layers:
+        raise ValueError(
+            "the teacher has no BatchNorm2d layer, so the BN-statistics loss has nothing to match; "
+            "pass bn_weight=0 to distil without it (expect far lower accuracy: it is the term that "
+            "makes synthetic images look like the training data to the teacher)"
+        )
+    return layers
+
+
 class BNStatsLoss:
     def __init__(self, teacher: nn.Module, momentum: float = 0.9):
-        self.layers = [m for m in teacher.modules() if isinstance(m, nn.BatchNorm2d)]
-        if not self.layers:
-            raise ValueError(
-                "the teacher has no BatchNorm2d layer, so the BN-statistics loss has nothing to match; "
-                "pass bn_weight=0 to distil without it (expect far lower accuracy: it is the term that "
-                "makes synthetic images look like the training data to the teacher)"
-            )
+        self.layers = teacher_bn_layers(teacher)
         for m in self.layers:
             if m.running_mean is None or m.running_var is None:
                 raise ValueError(f"teacher BatchNorm2d {m} tracks no running statistics (track_running_stats=False)")

@@ -108,7 +108,7 @@ class DistillConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field that cannot work."""
-        from .cend import NOISE_SOURCES
+        from .cend import canonical_sources
 
         if self.paradigm not in PARADIGMS:
             raise ValueError(f"unknown paradigm {self.paradigm!r}; known paradigms: {', '.join(PARADIGMS)}")
@@ -120,9 +120,9 @@ class DistillConfig:
             raise ValueError(f"warmup_epochs must be within [0, epochs={self.epochs}], got {self.warmup_epochs}")
         if self.g_steps is not None and self.g_steps <= 0:
             raise ValueError(f"g_steps must be positive, got {self.g_steps}")
-        unknown = [s for s in self.noise_sources if s not in NOISE_SOURCES]
-        if unknown or not self.noise_sources:
-            raise ValueError(f"unknown noise sources {unknown}; known: {', '.join(NOISE_SOURCES)}")
+        if not self.noise_sources:
+            raise ValueError("noise_sources is empty: CEND needs at least one noise source")
+        canonical_sources(self.noise_sources)  # raises, listing the known sources, on an unknown name
         if len(self.noise_magnitudes) != len(self.noise_sources):
             raise ValueError(
                 f"noise_magnitudes has {len(self.noise_magnitudes)} entries for "

@@ -57,22 +57,19 @@ def digits_teacher(train: ImageSplit, test: ImageSplit, mean, std, image_size: i
 
 def noise_kd_baseline(teacher, student, mean, std, steps: int, batch_size: int, temperature: float, lr: float,
                       image_shape, device="cpu", seed: int = 0):
-    """KD on uniform-noise images: the same student loss and step count as distillation, no generator."""
+    """KD on uniform-noise images: the library's own student step (KD only) and step count, no generator."""
     from .augment import Augment
-    from .losses import kd_loss
+    from .config import DistillConfig
+    from .steps import StepContext, student_step
 
     torch.manual_seed(seed)
-    augment = Augment(mean, std, padding=0, flip=False).to(device)
     student.to(device).train()
-    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=0.9, weight_decay=1e-4)
+    ctx = StepContext(teacher.eval(), student, None, Augment(mean, std, padding=0, flip=False).to(device), None)
+    cfg = DistillConfig(temperature=temperature, cncl_weight=0.0)
+    opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    labels = torch.zeros(batch_size, dtype=torch.int64, device=device)  # unused by KD (ce_weight is 0)
     for _ in range(steps):
-        x = augment(torch.rand(batch_size, *image_shape, device=device))
-        with torch.no_grad():
-            t = teacher(x)
-        loss = kd_loss(student(x), t, temperature)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
+        student_step(ctx, opt, torch.rand(batch_size, *image_shape, device=device), labels, cfg)
     return student.eval()
 
 
