@@ -56,7 +56,18 @@ class GeneratorBody(nn.Module):
         return self.conv_blocks(h.view(h.shape[0], -1, *self.init_hw))
 
 
-class CENDInput(nn.Module):
+class GeneratorInput(nn.Module):
+    """What every input offers the generator: ``new_batch`` (per synthesis batch) and ``front``, its vector
+    through the body's first Linear. ``front`` is where an input may fuse that Linear (CEND does)."""
+
+    def new_batch(self, targets: Tensor, source_ids: Tensor) -> None:
+        pass
+
+    def front(self, targets: Tensor, source_ids: Tensor, linear: nn.Linear) -> Tensor:
+        return linear(self(targets, source_ids))
+
+
+class CENDInput(GeneratorInput):
     """cae: CEND-diffused category embeddings through BatchNorm1d (which also removes the common direction
     that template prompts share, METHOD.md section 7). No parameter is re-initialised per batch.
 
@@ -113,7 +124,7 @@ class CENDInput(nn.Module):
         )
 
 
-class NoisyLayerInput(nn.Module):
+class NoisyLayerInput(GeneratorInput):
     """nayer: label embedding -> BN1d -> K-to-1 noisy layer (ceil(B/K) layers re-drawn per batch), feeding the
     body's first Linear directly (METHOD.md section 2)."""
 
@@ -145,7 +156,7 @@ class NoisyLayerInput(nn.Module):
         return h.reshape(rows, -1)[:b]
 
 
-class LatentInput(nn.Module):
+class LatentInput(GeneratorInput):
     """fast: the generator input is a learnable latent ``z`` (optimised with its own lr), re-drawn per batch."""
 
     def __init__(self, batch_size: int, latent_dim: int = 256):
@@ -173,6 +184,4 @@ class Generator(nn.Module):
         self.input.new_batch(targets, source_ids)
 
     def forward(self, targets: Tensor, source_ids: Tensor) -> Tensor:
-        if isinstance(self.input, CENDInput):
-            return self.body.from_hidden(self.input.front(targets, source_ids, self.body.l1))
-        return self.body(self.input(targets, source_ids))
+        return self.body.from_hidden(self.input.front(targets, source_ids, self.body.l1))
