@@ -41,9 +41,9 @@ def _torch_rng_noise(seed, offset, source_ids, dim):
 
 
 def _unfused(noise_fn):
-    def fn(embeddings, targets, source_ids, magnitudes, scale, seed, offset, bn_weight, bn_bias, running_mean,
+    def fn(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, running_mean,
            running_var, training, momentum, eps, weight, bias):
-        noise = noise_fn(seed, offset, source_ids, embeddings.shape[1])
+        noise = noise_fn(*noise_state, source_ids, embeddings.shape[1])
         return cend_linear_reference(embeddings, targets, source_ids, magnitudes, scale, noise, bn_weight, bn_bias,
                                      running_mean, running_var, training, momentum, eps, weight, bias)
 
@@ -88,10 +88,11 @@ def test_cend_linear_fwd_bwd(benchmark, shape, dtype, backend, noise):
     weight = (torch.randn(O, D, device=DEVICE) / D**0.5).requires_grad_()
     bias = torch.zeros(O, device=DEVICE, requires_grad=True)
     params = [bn_weight, bn_bias, weight, bias]
-    seed, offset = 1234, 3 * 2**32 + 7
+    noise_state = (1234, 3 * 2**32 + 7)  # (seed, offset): Python ints for the references
 
     if backend == "fused":
         fn = _fused()
+        noise_state = torch.tensor(noise_state, dtype=torch.int64, device=DEVICE)  # read in-kernel
     else:
         fn = _unfused(_torch_rng_noise if noise == "torch_rng" else counter_noise)
         if backend == "compiled":
@@ -102,7 +103,7 @@ def test_cend_linear_fwd_bwd(benchmark, shape, dtype, backend, noise):
         for p in params:
             p.grad = None
         with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
-            h = fn(embeddings, targets, source_ids, magnitudes, scale, seed, offset, bn_weight, bn_bias,
+            h = fn(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias,
                    running_mean, running_var, True, MOMENTUM, EPS, weight, bias)
         h.backward(torch.ones_like(h))
         sync()

@@ -73,6 +73,10 @@ class CENDInput(GeneratorInput):
 
     The noise of a synthesis batch is fixed by ``(noise_seed, noise_offset)``: every generator step of the
     batch sees the same inputs, and ``new_batch`` advances the counter past the previous batch's draws.
+    The Python ints are the truth (saved through ``get_extra_state``); ``new_batch`` mirrors them, eagerly,
+    into device buffers that a compiled step reads: ``noise_state`` (int64 ``[2]``, which the fused kernel
+    loads from memory) and, on the reference path, ``noise`` (the batch's ``[B, D]`` draws). A compiled or
+    CUDA-graph-captured step therefore never bakes in an offset, and never re-draws the noise per step.
     """
 
     def __init__(self, cend: CEND, seed: int = 0):
@@ -80,12 +84,12 @@ class CENDInput(GeneratorInput):
         self.cend = cend
         self.bn = nn.BatchNorm1d(cend.dim)
         self.out_dim = cend.dim
-        # Python ints (saved through get_extra_state), so reading them never syncs with the device.
         self.noise_seed = int(seed)
         self.noise_offset = 0
         self._batch_size = 0
-        self._noise_key = None
-        self._noise = None
+        self._synced = None  # what the device buffers hold: (seed, offset, batch, device, fused) or None
+        self.register_buffer("noise_state", torch.zeros(2, dtype=torch.int64), persistent=False)
+        self.register_buffer("noise", torch.empty(0, cend.dim), persistent=False)
 
     def get_extra_state(self):
         return {"noise_seed": self.noise_seed, "noise_offset": self.noise_offset, "batch_size": self._batch_size}
@@ -98,30 +102,44 @@ class CENDInput(GeneratorInput):
     def new_batch(self, targets: Tensor, source_ids: Tensor) -> None:
         self.noise_offset += self._batch_size * self.cend.dim
         self._batch_size = targets.shape[0]
+        self._sync(source_ids)
 
-    def noise(self, source_ids: Tensor) -> Tensor:
-        """The batch's noise ``[B, D]`` (reference path only; drawn once per batch, then reused)."""
-        key = (self.noise_seed, self.noise_offset, source_ids.shape[0], source_ids.device)
-        if self._noise_key != key:
-            self._noise = counter_noise(self.noise_seed, self.noise_offset, source_ids, self.cend.dim)
-            self._noise_key = key
-        return self._noise
+    def _sync_key(self, source_ids: Tensor):
+        fused = ops.uses_triton("cend_linear", source_ids)
+        return (self.noise_seed, self.noise_offset, source_ids.shape[0], source_ids.device, fused)
 
-    def forward(self, targets: Tensor, source_ids: Tensor) -> Tensor:
-        """The diffused, batch-normalised embeddings ``[B, D]`` (the unfused path)."""
-        return self.bn(self.cend(targets, source_ids, self.noise(source_ids)))
+    @torch.no_grad()
+    def _sync(self, source_ids: Tensor) -> None:
+        """Write (seed, offset) to the device buffers, in place (kernel launches with scalar arguments: no
+        host sync); on the reference path also draw the batch's noise once."""
+        key = self._sync_key(source_ids)
+        self.noise_state[0].fill_(self.noise_seed)
+        self.noise_state[1].fill_(self.noise_offset)
+        if not key[-1]:
+            q = counter_noise(self.noise_seed, self.noise_offset, source_ids, self.cend.dim)
+            if self.noise.shape == q.shape:
+                self.noise.copy_(q)
+            else:
+                self.noise = q
+        self._synced = key
 
     def front(self, targets: Tensor, source_ids: Tensor, linear: nn.Linear) -> Tensor:
-        """``linear(self(targets, source_ids))`` through the kernel seam (fused on CUDA, no noise tensor)."""
+        """``linear(BN1d(CEND(targets, source_ids)))`` through the kernel seam (fused on CUDA, no noise tensor)."""
+        if not torch.compiler.is_compiling() and self._synced != self._sync_key(source_ids):
+            self._sync(source_ids)  # an eager call outside the synthesis loop (pictures, tests, after a load)
         bn = self.bn
         if bn.training and bn.num_batches_tracked is not None:
             bn.num_batches_tracked.add_(1)
         return ops.cend_linear(
-            self.cend.embeddings, targets, source_ids, self.cend.magnitudes, self.cend.scale,
-            self.noise_seed, self.noise_offset, bn.weight, bn.bias, bn.running_mean, bn.running_var,
-            bn.training, bn.momentum, bn.eps, linear.weight, linear.bias,
-            noise_fn=lambda: self.noise(source_ids),
+            self.cend.embeddings, targets, source_ids, self.cend.magnitudes, self.cend.scale, self.noise_state,
+            self.noise, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.training, bn.momentum, bn.eps,
+            linear.weight, linear.bias,
         )
+
+    def forward(self, targets: Tensor, source_ids: Tensor) -> Tensor:
+        """The diffused, batch-normalised embeddings ``[B, D]`` (the unfused path, for inspection)."""
+        noise = counter_noise(self.noise_seed, self.noise_offset, source_ids, self.cend.dim)
+        return self.bn(self.cend(targets, source_ids, noise))
 
 
 class NoisyLayerInput(GeneratorInput):

@@ -109,19 +109,24 @@ def supcon_loss(z, labels, temperature):
     return losses.supcon_loss(z, labels, float(temperature))
 
 
-def cend_linear(embeddings, targets, source_ids, magnitudes, scale, seed, offset, bn_weight, bn_bias,
-                running_mean, running_var, training, momentum, eps, weight, bias, noise_fn):
+def cend_linear(embeddings, targets, source_ids, magnitudes, scale, noise_state, noise, bn_weight, bn_bias,
+                running_mean, running_var, training, momentum, eps, weight, bias):
     """CEND front of the ``cae`` generator: gather + diffuse + BatchNorm1d + first Linear.
 
-    The fused kernel draws the noise in registers from ``(seed, offset)``; the reference calls
-    ``noise_fn()`` for the same noise (``fastcae.cend.counter_noise``), so both paths agree.
+    The fused kernel draws the noise in registers from ``noise_state`` (an int64 ``[2]`` device tensor,
+    (seed, offset)); the reference takes the same noise precomputed as ``noise [B, D]``
+    (``fastcae.cend.counter_noise``), so both paths agree.
     """
     if uses_triton("cend_linear", weight):
         return _kernel("cend_linear").cend_linear(
-            embeddings, targets, source_ids, magnitudes, scale, seed, offset, bn_weight, bn_bias,
+            embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias,
             running_mean, running_var, training, momentum, eps, weight, bias,
         )
+    if noise is None or noise.shape != (targets.shape[0], embeddings.shape[1]):
+        got = None if noise is None else tuple(noise.shape)
+        raise ValueError(f"cend_linear (reference path): noise must be [{targets.shape[0]}, "
+                         f"{embeddings.shape[1]}] for this batch, got {got}; call new_batch() first")
     return cend_linear_reference(
-        embeddings, targets, source_ids, magnitudes, scale, noise_fn(), bn_weight, bn_bias, running_mean,
+        embeddings, targets, source_ids, magnitudes, scale, noise, bn_weight, bn_bias, running_mean,
         running_var, training, momentum, eps, weight, bias,
     )

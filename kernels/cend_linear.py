@@ -145,12 +145,14 @@ def _cend_linear_stats_kernel(
     mean_ptr,  # [D] out: batch mean of v (ACC dtype)
     var_ptr,  # [D] out: biased batch variance of v (ACC dtype)
     emb_ptr, tgt_ptr, src_ptr, mag_ptr, scale_ptr,  # [C, D], [B], [B], [N] or [N, D], 0-d
-    seed, offset, B, D,
+    noise_state_ptr, B, D,  # noise_state: int64 [2] = (Philox seed, counter offset), read on the device
     stride_ec, stride_mn,
     MAG_PER_DIM: tl.constexpr, ACC: tl.constexpr, BLOCK_B: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """One program per column block: per-column mean and variance over the batch, Chan's merge of row blocks
     (each block is centred in registers, so no E[v^2] - E[v]^2 cancellation for non-zero-mean embeddings)."""
+    seed = tl.load(noise_state_ptr)  # from memory, not a launch argument: a captured graph sees new noise
+    offset = tl.load(noise_state_ptr + 1)
     pid = tl.program_id(0)
     cols = pid * BLOCK_D + tl.arange(0, BLOCK_D)
     col_mask = cols < D
@@ -204,7 +206,7 @@ def _cend_linear_fwd_kernel(
     emb_ptr, tgt_ptr, src_ptr, mag_ptr, scale_ptr,  # CEND inputs: [C, D], [B], [B], [N] or [N, D], 0-d
     mean_ptr, var_ptr, gamma_ptr, beta_ptr,  # [D] each: normalisation statistics and BN affine parameters
     w_ptr, bias_ptr,  # [O, D] Linear weight (any strides), [O] bias
-    seed, offset, eps, B, D, O,
+    noise_state_ptr, eps, B, D, O,  # noise_state: int64 [2] = (seed, offset)
     stride_ec, stride_mn, stride_wo, stride_wd, stride_hb,
     MAG_PER_DIM: tl.constexpr, HAS_BIAS: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr,
     UPCAST_DOT: tl.constexpr,
@@ -212,6 +214,8 @@ def _cend_linear_fwd_kernel(
 ):
     """Program (row block, output-column block): h tile = sum over D blocks of y_tile @ W^T_tile + bias,
     y regenerated from the counters. Row blocks vary fastest so programs sharing a W block run together."""
+    seed = tl.load(noise_state_ptr)  # from memory, not a launch argument: a captured graph sees new noise
+    offset = tl.load(noise_state_ptr + 1)
     pid_b = tl.program_id(0)
     pid_o = tl.program_id(1)
     eps = tl.to_tensor(eps).to(ACC)
@@ -244,7 +248,7 @@ def _cend_linear_bwd_bn_kernel(
     dbeta_part_ptr,  # [O_SPLITS * cdiv(B, BLOCK_B), D] out: partial sums of (dh W)
     dh_ptr,  # [B, O] upstream gradient (weight dtype, any strides)
     emb_ptr, tgt_ptr, src_ptr, mag_ptr, scale_ptr, mean_ptr, var_ptr, w_ptr,
-    seed, offset, eps, B, D, O, o_per_split,  # o_per_split: output columns per split, a multiple of BLOCK_O
+    noise_state_ptr, eps, B, D, O, o_per_split,  # o_per_split: output columns per split, a multiple of BLOCK_O
     stride_ec, stride_mn, stride_wo, stride_wd, stride_gb, stride_go,
     MAG_PER_DIM: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_D: tl.constexpr,
@@ -252,6 +256,8 @@ def _cend_linear_bwd_bn_kernel(
     """Program (row block, column block, O split): dy = dh @ W over the split's O blocks, then the BN affine
     gradients' partial sums with vhat regenerated once. The O split (linear in dy) gives a small batch enough
     programs; partials are summed in a fixed order afterwards (deterministic)."""
+    seed = tl.load(noise_state_ptr)  # from memory, not a launch argument: a captured graph sees new noise
+    offset = tl.load(noise_state_ptr + 1)
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     pid_s = tl.program_id(2)
@@ -288,13 +294,15 @@ def _cend_linear_bwd_w_kernel(
     dbias_ptr,  # [O] out: bias gradient (written by the column-block-0 programs)
     dh_ptr,  # [B, O] upstream gradient (weight dtype, any strides)
     emb_ptr, tgt_ptr, src_ptr, mag_ptr, scale_ptr, mean_ptr, var_ptr, gamma_ptr, beta_ptr,
-    seed, offset, eps, B, D, O,
+    noise_state_ptr, eps, B, D, O,
     stride_ec, stride_mn, stride_gb, stride_go,
     MAG_PER_DIM: tl.constexpr, ACC: tl.constexpr, DOT_PRECISION: tl.constexpr, UPCAST_DOT: tl.constexpr,
     BLOCK_B: tl.constexpr, BLOCK_O: tl.constexpr, BLOCK_D: tl.constexpr,
 ):
     """Program (output-column block, column block): dW^T tile = sum over row blocks of y^T_tile @ dh_tile,
     y regenerated from the counters; dbias = column sums of dh, accumulated alongside (column block 0)."""
+    seed = tl.load(noise_state_ptr)  # from memory, not a launch argument: a captured graph sees new noise
+    offset = tl.load(noise_state_ptr + 1)
     pid_o = tl.program_id(0)
     pid_d = tl.program_id(1)
     eps = tl.to_tensor(eps).to(ACC)
@@ -368,7 +376,7 @@ def _o_splits(programs: int, n_blocks_o: int, device: torch.device) -> int:
     return max(1, min(n_blocks_o, triton.cdiv(target, programs)))
 
 
-def _check_inputs(embeddings, targets, source_ids, magnitudes, scale, bn_weight, bn_bias, weight, bias):
+def _check_inputs(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, weight, bias):
     if embeddings.dim() != 2 or not embeddings.is_floating_point():
         raise ValueError(f"cend_linear: embeddings must be a float [num_classes, dim] tensor, got "
                          f"{tuple(embeddings.shape)} {embeddings.dtype}")
@@ -392,7 +400,10 @@ def _check_inputs(embeddings, targets, source_ids, magnitudes, scale, bn_weight,
     for name, t in (("bn_weight", bn_weight), ("bn_bias", bn_bias)):
         if t.shape != (d,):
             raise ValueError(f"cend_linear: {name} must be [{d}], got {tuple(t.shape)}")
-    tensors = [embeddings, targets, source_ids, magnitudes, scale, bn_weight, bn_bias, weight]
+    if noise_state.shape != (2,) or noise_state.dtype != torch.int64:
+        raise ValueError(f"cend_linear: noise_state must be an int64 [2] tensor (seed, offset), got "
+                         f"{tuple(noise_state.shape)} {noise_state.dtype}")
+    tensors = [embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, weight]
     devices = {t.device for t in tensors + ([bias] if bias is not None else [])}
     if len(devices) != 1:
         raise ValueError(f"cend_linear: all tensors must be on one device, got {sorted(map(str, devices))}")
@@ -402,19 +413,20 @@ def _check_inputs(embeddings, targets, source_ids, magnitudes, scale, bn_weight,
 
 
 def cend_linear_forward(
-    embeddings: Tensor, targets: Tensor, source_ids: Tensor, magnitudes: Tensor, scale: Tensor, seed: int,
-    offset: int, bn_weight: Tensor, bn_bias: Tensor, running_mean: Optional[Tensor],
+    embeddings: Tensor, targets: Tensor, source_ids: Tensor, magnitudes: Tensor, scale: Tensor,
+    noise_state: Tensor, bn_weight: Tensor, bn_bias: Tensor, running_mean: Optional[Tensor],
     running_var: Optional[Tensor], use_batch_stats: bool, eps: float, weight: Tensor, bias: Optional[Tensor],
     out: Optional[Tensor] = None,
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Launch the forward. Returns ``(h [B, O] in weight.dtype, mean [D], var [D])``: the statistics used to
     normalise (the batch's, biased variance, when ``use_batch_stats``; else copies of the running ones).
     ``out`` (tests) receives ``h`` instead of a fresh tensor."""
-    _check_inputs(embeddings, targets, source_ids, magnitudes, scale, bn_weight, bn_bias, weight, bias)
+    _check_inputs(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, weight, bias)
     B, D, O = targets.shape[0], embeddings.shape[1], weight.shape[0]
     dev = weight.device
     stats_dtype = _stats_dtype(weight)
     emb = embeddings.contiguous()
+    noise_state = noise_state.contiguous()
     mag = magnitudes.contiguous()
     tgt = targets.contiguous()
     src = source_ids.contiguous()
@@ -429,7 +441,7 @@ def cend_linear_forward(
         cfg = dict(BLOCK_B=32, BLOCK_D=16) if _INTERPRET else dict(_STATS_CFG)
         grid = (triton.cdiv(D, cfg["BLOCK_D"]),)
         _cend_linear_stats_kernel[grid](
-            mean, var, emb, tgt, src, mag, scale, seed, offset, B, D, emb.stride(0), mag.stride(0),
+            mean, var, emb, tgt, src, mag, scale, noise_state, B, D, emb.stride(0), mag.stride(0),
             MAG_PER_DIM=mag_per_dim, ACC=acc, **cfg,
         )
     else:
@@ -446,7 +458,7 @@ def cend_linear_forward(
         lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(O, meta["BLOCK_O"])),
         out, emb, tgt, src, mag, scale, mean, var, bn_weight, bn_bias, weight,
         bias if bias is not None else weight,  # never read without HAS_BIAS
-        seed, offset, float(eps), B, D, O,
+        noise_state, float(eps), B, D, O,
         emb.stride(0), mag.stride(0), weight.stride(0), weight.stride(1), out.stride(0),
         MAG_PER_DIM=mag_per_dim, HAS_BIAS=bias is not None, ACC=acc, DOT_PRECISION=_dot_precision(weight),
         UPCAST_DOT=_upcast_dot(weight),
@@ -456,7 +468,7 @@ def cend_linear_forward(
 
 def cend_linear_backward(
     grad_out: Tensor, embeddings: Tensor, targets: Tensor, source_ids: Tensor, magnitudes: Tensor, scale: Tensor,
-    seed: int, offset: int, bn_weight: Tensor, bn_bias: Tensor, mean: Tensor, var: Tensor, eps: float,
+    noise_state: Tensor, bn_weight: Tensor, bn_bias: Tensor, mean: Tensor, var: Tensor, eps: float,
     weight: Tensor, bias_dtype: Optional[torch.dtype] = None, need_bn: bool = True, need_weight: bool = True,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Launch the backward: ``(d_bn_weight, d_bn_bias, d_weight, d_bias)`` for upstream ``grad_out [B, O]``,
@@ -466,6 +478,7 @@ def cend_linear_backward(
         raise ValueError(f"cend_linear: grad_out must be [{B}, {O}], got {tuple(grad_out.shape)}")
     dev = weight.device
     emb = embeddings.contiguous()
+    noise_state = noise_state.contiguous()
     mag = magnitudes.contiguous()
     tgt = targets.contiguous()
     src = source_ids.contiguous()
@@ -486,7 +499,7 @@ def cend_linear_backward(
         dbeta_part = torch.empty((n_split * n_b, D), device=dev, dtype=mean.dtype)
         _cend_linear_bwd_bn_kernel[(n_b, n_d, n_split)](
             dgamma_part, dbeta_part, grad_out, emb, tgt, src, mag, scale, mean, var, weight,
-            seed, offset, float(eps), B, D, O, blocks_per_split * cfg["BLOCK_O"],
+            noise_state, float(eps), B, D, O, blocks_per_split * cfg["BLOCK_O"],
             emb.stride(0), mag.stride(0), weight.stride(0), weight.stride(1), grad_out.stride(0),
             grad_out.stride(1),
             MAG_PER_DIM=mag_per_dim, ACC=acc, DOT_PRECISION=precision, UPCAST_DOT=_upcast_dot(weight), **cfg,
@@ -503,7 +516,7 @@ def cend_linear_backward(
             _cend_linear_bwd_w_kernel, _bwd_w_tuned,
             lambda meta: (triton.cdiv(O, meta["BLOCK_O"]), triton.cdiv(D, meta["BLOCK_D"])),
             d_weight, d_bias, grad_out, emb, tgt, src, mag, scale, mean, var, bn_weight, bn_bias,
-            seed, offset, float(eps), B, D, O,
+            noise_state, float(eps), B, D, O,
             emb.stride(0), mag.stride(0), grad_out.stride(0), grad_out.stride(1),
             MAG_PER_DIM=mag_per_dim, ACC=acc, DOT_PRECISION=precision, UPCAST_DOT=_upcast_dot(weight),
         )
@@ -518,16 +531,16 @@ def cend_linear_backward(
 
 @torch.library.custom_op("fastcae::cend_linear", mutates_args=())
 def _cend_linear_op(
-    embeddings: Tensor, targets: Tensor, source_ids: Tensor, magnitudes: Tensor, scale: Tensor, seed: int,
-    offset: int, bn_weight: Tensor, bn_bias: Tensor, running_mean: Optional[Tensor],
+    embeddings: Tensor, targets: Tensor, source_ids: Tensor, magnitudes: Tensor, scale: Tensor,
+    noise_state: Tensor, bn_weight: Tensor, bn_bias: Tensor, running_mean: Optional[Tensor],
     running_var: Optional[Tensor], use_batch_stats: bool, eps: float, weight: Tensor, bias: Optional[Tensor],
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return cend_linear_forward(embeddings, targets, source_ids, magnitudes, scale, seed, offset, bn_weight,
+    return cend_linear_forward(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight,
                                bn_bias, running_mean, running_var, use_batch_stats, eps, weight, bias)
 
 
 @_cend_linear_op.register_fake
-def _(embeddings, targets, source_ids, magnitudes, scale, seed, offset, bn_weight, bn_bias, running_mean,
+def _(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, running_mean,
       running_var, use_batch_stats, eps, weight, bias):
     B, D, O = targets.shape[0], embeddings.shape[1], weight.shape[0]
     stats_dtype = _stats_dtype(weight)
@@ -538,44 +551,45 @@ def _(embeddings, targets, source_ids, magnitudes, scale, seed, offset, bn_weigh
 @torch.library.custom_op("fastcae::cend_linear_backward", mutates_args=())
 def _cend_linear_backward_op(
     grad_out: Tensor, embeddings: Tensor, targets: Tensor, source_ids: Tensor, magnitudes: Tensor,
-    scale: Tensor, seed: int, offset: int, bn_weight: Tensor, bn_bias: Tensor, mean: Tensor, var: Tensor,
+    scale: Tensor, noise_state: Tensor, bn_weight: Tensor, bn_bias: Tensor, mean: Tensor, var: Tensor,
     eps: float, weight: Tensor, bias_dtype: torch.dtype, need_bn: bool, need_weight: bool,
 ) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    return cend_linear_backward(grad_out, embeddings, targets, source_ids, magnitudes, scale, seed, offset,
+    return cend_linear_backward(grad_out, embeddings, targets, source_ids, magnitudes, scale, noise_state,
                                 bn_weight, bn_bias, mean, var, eps, weight, bias_dtype, need_bn, need_weight)
 
 
 @_cend_linear_backward_op.register_fake
-def _(grad_out, embeddings, targets, source_ids, magnitudes, scale, seed, offset, bn_weight, bn_bias, mean, var,
+def _(grad_out, embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, mean, var,
       eps, weight, bias_dtype, need_bn, need_weight):
     return (torch.empty_like(bn_weight), torch.empty_like(bn_bias), torch.empty_like(weight),
             weight.new_empty((weight.shape[0],), dtype=bias_dtype))
 
 
 def _setup_context(ctx, inputs, output):
-    (embeddings, targets, source_ids, magnitudes, scale, seed, offset, bn_weight, bn_bias, _running_mean,
+    (embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, _running_mean,
      _running_var, _use_batch_stats, eps, weight, bias) = inputs
     _, mean, var = output
     ctx.mark_non_differentiable(mean, var)  # statistics of the constant v: no gradient flows through them
-    ctx.save_for_backward(embeddings, targets, source_ids, magnitudes, scale, bn_weight, bn_bias, weight, mean,
-                          var)
-    ctx.seed, ctx.offset, ctx.eps = seed, offset, eps
+    ctx.save_for_backward(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias,
+                          weight, mean, var)
+    ctx.eps = eps
     ctx.has_bias = bias is not None
     ctx.bias_dtype = bias.dtype if bias is not None else weight.dtype
 
 
 def _backward(ctx, grad_out, _grad_mean, _grad_var):
-    embeddings, targets, source_ids, magnitudes, scale, bn_weight, bn_bias, weight, mean, var = ctx.saved_tensors
+    (embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, weight, mean,
+     var) = ctx.saved_tensors
     need = ctx.needs_input_grad
-    need_bn = bool(need[7] or need[8])
-    need_weight = bool(need[13] or (ctx.has_bias and need[14]))
+    need_bn = bool(need[6] or need[7])
+    need_weight = bool(need[12] or (ctx.has_bias and need[13]))
     d_gamma, d_beta, d_weight, d_bias = torch.ops.fastcae.cend_linear_backward(
-        grad_out, embeddings, targets, source_ids, magnitudes, scale, ctx.seed, ctx.offset, bn_weight, bn_bias,
+        grad_out, embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias,
         mean, var, ctx.eps, weight, ctx.bias_dtype, need_bn, need_weight,
     )
-    return (None, None, None, None, None, None, None, d_gamma if need[7] else None, d_beta if need[8] else None,
-            None, None, None, None, d_weight if need[13] else None,
-            d_bias if (ctx.has_bias and need[14]) else None)
+    return (None, None, None, None, None, None, d_gamma if need[6] else None, d_beta if need[7] else None,
+            None, None, None, None, d_weight if need[12] else None,
+            d_bias if (ctx.has_bias and need[13]) else None)
 
 
 _cend_linear_op.register_autograd(_backward, setup_context=_setup_context)
@@ -590,8 +604,7 @@ def cend_linear(
     source_ids: Tensor,
     magnitudes: Tensor,
     scale: Tensor,
-    seed: int,
-    offset: int,
+    noise_state: Tensor | tuple[int, int],
     bn_weight: Optional[Tensor],
     bn_bias: Optional[Tensor],
     running_mean: Optional[Tensor],
@@ -604,12 +617,19 @@ def cend_linear(
 ) -> Tensor:
     """``Linear(BN1d(e_off[y] + M[s] * scale * q))`` -> ``[B, O]`` with ``q`` drawn in-kernel from (seed, offset).
 
+    ``noise_state``: ``(seed, offset)`` as Python ints, or an int64 ``[2]`` tensor holding them on the device.
+    The kernels read the tensor from memory, so a compiled or CUDA-graph-captured step sees new noise when the
+    caller updates it in place (``CENDInput.new_batch``); Python ints would be baked into the graph.
+
     Same semantics as ``cend_linear_reference(..., noise=counter_noise(seed, offset, source_ids, D), ...)``:
     training uses batch statistics and updates ``running_mean``/``running_var`` in place (momentum, unbiased
     variance), like F.batch_norm; under autocast the Linear runs in the autocast dtype, like F.linear. The
     output has the (possibly autocast) weight's dtype. Gradients: bn_weight, bn_bias, weight, bias.
     """
     D = embeddings.shape[1]
+    if not isinstance(noise_state, Tensor):
+        seed, offset = noise_state
+        noise_state = torch.tensor([int(seed), int(offset)], dtype=torch.int64, device=embeddings.device)
     if torch.is_grad_enabled() and (embeddings.requires_grad or magnitudes.requires_grad or scale.requires_grad):
         raise NotImplementedError("cend_linear: embeddings, magnitudes and scale are buffers (no gradient); "
                                   "use fastcae.cend.cend_linear_reference to differentiate through them")
@@ -624,7 +644,7 @@ def cend_linear(
     use_batch_stats = bool(training)
     # training never reads the running statistics in the op (the wrapper updates them afterwards)
     h, mean, var = torch.ops.fastcae.cend_linear(
-        embeddings, targets, source_ids, magnitudes, scale, seed, offset, bn_weight, bn_bias,
+        embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias,
         None if use_batch_stats else running_mean, None if use_batch_stats else running_var,
         use_batch_stats, float(eps), weight, bias,
     )

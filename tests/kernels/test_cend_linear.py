@@ -46,14 +46,15 @@ def _inputs(B, D, O, mag_per_dim, wdtype=torch.float32, offset=None):
     bias = torch.randn(O, device=DEVICE).to(wdtype).requires_grad_()
     running_mean = torch.randn(D, device=DEVICE) * 0.1 + 0.8
     running_var = torch.rand(D, device=DEVICE) + 0.5
-    return dict(embeddings=emb, targets=targets, source_ids=source_ids, magnitudes=mags, scale=scale, seed=seed,
-                offset=offset, bn_weight=gamma, bn_bias=beta, running_mean=running_mean,
+    noise_state = torch.tensor([seed, offset], dtype=torch.int64, device=DEVICE)
+    return dict(embeddings=emb, targets=targets, source_ids=source_ids, magnitudes=mags, scale=scale,
+                noise_state=noise_state, bn_weight=gamma, bn_bias=beta, running_mean=running_mean,
                 running_var=running_var, weight=weight, bias=bias)
 
 
 def _reference(kw, training, autocast_bf16=False):
-    noise = counter_noise(kw["seed"], kw["offset"], kw["source_ids"], kw["embeddings"].shape[1])
-    args = {k: v for k, v in kw.items() if k not in ("seed", "offset")}
+    noise = counter_noise(*kw["noise_state"].tolist(), kw["source_ids"], kw["embeddings"].shape[1])
+    args = {k: v for k, v in kw.items() if k != "noise_state"}
     with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=autocast_bf16):
         return cend_linear_reference(noise=noise, training=training, momentum=MOMENTUM, eps=EPS, **args)
 
@@ -129,9 +130,9 @@ def test_in_kernel_noise_equals_counter_noise():
     kw = _inputs(B, D, D, False)
     ones, zeros = torch.ones(D, device=DEVICE), torch.zeros(D, device=DEVICE)
     h, _, _ = cend_linear_forward(kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"],
-                                  kw["seed"], kw["offset"], ones, zeros, zeros, ones, False, 0.0,
+                                  kw["noise_state"], ones, zeros, zeros, ones, False, 0.0,
                                   torch.eye(D, device=DEVICE), None)
-    noise = counter_noise(kw["seed"], kw["offset"], kw["source_ids"], D)
+    noise = counter_noise(*kw["noise_state"].tolist(), kw["source_ids"], D)
     v = kw["embeddings"][kw["targets"]] + kw["magnitudes"][kw["source_ids"]][:, None] * kw["scale"] * noise
     tol = 2e-6 if DEVICE == "cpu" else 2e-5  # GPU log/cos may be approximations (as in tl.randn itself)
     for s in range(NUM_SOURCES):
@@ -144,15 +145,15 @@ def test_output_poisoned_with_nan_is_fully_written(training):
     B, D, O = 37, 40, 48
     kw = _inputs(B, D, O, True)
     out = torch.full((B, O), float("nan"), device=DEVICE)
-    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"], kw["seed"],
-            kw["offset"], kw["bn_weight"].detach(), kw["bn_bias"].detach(), kw["running_mean"], kw["running_var"],
+    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"], 
+            kw["noise_state"], kw["bn_weight"].detach(), kw["bn_bias"].detach(), kw["running_mean"], kw["running_var"],
             training, EPS, kw["weight"].detach(), kw["bias"].detach())
     h, mean, var = cend_linear_forward(*args, out=out)
     assert h.data_ptr() == out.data_ptr()
     assert not torch.isnan(out).any() and not torch.isnan(mean).any() and not torch.isnan(var).any()
     expected, _, _ = cend_linear_forward(*args)
     torch.testing.assert_close(out, expected, atol=0, rtol=0)
-    grads = cend_linear_backward(torch.randn(B, O, device=DEVICE), *args[:9], mean, var, EPS, args[13])
+    grads = cend_linear_backward(torch.randn(B, O, device=DEVICE), *args[:8], mean, var, EPS, args[12])
     assert all(not torch.isnan(g).any() for g in grads)
 
 
@@ -174,13 +175,13 @@ def test_no_bd_float_tensor_allocated():
             return out
 
     kw = _inputs(B, D, O, True)
-    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"], kw["seed"],
-            kw["offset"], kw["bn_weight"].detach(), kw["bn_bias"].detach(), None, None, True, EPS,
+    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"], 
+            kw["noise_state"], kw["bn_weight"].detach(), kw["bn_bias"].detach(), None, None, True, EPS,
             kw["weight"].detach(), kw["bias"].detach())
     grad_out = torch.randn(B, O, device=DEVICE)
     with _Allocations() as rec:
         h, mean, var = cend_linear_forward(*args)
-        cend_linear_backward(grad_out, *args[:9], mean, var, EPS, args[13])
+        cend_linear_backward(grad_out, *args[:8], mean, var, EPS, args[12])
     assert rec.numels, "no allocation recorded"
     big = [(f, n) for f, n in rec.numels if n >= B * D]
     assert not big, f"[B, D]-sized float tensors allocated: {big}"
@@ -211,7 +212,7 @@ def test_fp64_gradcheck():
 
     def fn(gamma, beta, weight, bias):
         return cend_linear(kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"],
-                           kw["seed"], kw["offset"], gamma, beta, None, None, True, MOMENTUM, EPS, weight, bias)
+                           kw["noise_state"], gamma, beta, None, None, True, MOMENTUM, EPS, weight, bias)
 
     assert fn(kw["bn_weight"], kw["bn_bias"], kw["weight"], kw["bias"]).dtype == torch.float64
     assert torch.autograd.gradcheck(fn, (kw["bn_weight"], kw["bn_bias"], kw["weight"], kw["bias"]),
@@ -270,15 +271,44 @@ def test_compile_fullgraph_aot_eager():
         torch.testing.assert_close(kw_comp[name], kw_eager[name], atol=0, rtol=0)
 
 
+def test_noise_state_is_read_from_memory():
+    """One compiled function, its noise state updated in place between calls (as ``CENDInput.new_batch``
+    does): each call sees the new (seed, offset), equals the reference for it, and nothing recompiles.
+    Python-int seeds give the same result as the tensor."""
+    B, D, O = 21, 20, 18
+    kw = _inputs(B, D, O, False)
+    state = kw["noise_state"]
+    counts = {"frames": 0}
+
+    def backend(gm, example_inputs):
+        counts["frames"] += 1
+        return gm.forward
+
+    compiled = torch.compile(lambda kw: _fused(kw, False), fullgraph=True, backend=backend)
+    for step in range(3):
+        if step:
+            state[1].add_(B * D)  # the next batch's counters
+        h = compiled(kw)
+        torch.testing.assert_close(h, _reference(_clone_stats(kw), False), atol=1e-5, rtol=1e-5)
+        if step:
+            assert not torch.equal(h, previous), "the in-place update of noise_state was not seen"
+        previous = h
+    assert counts["frames"] == 1
+    as_ints = _fused({**kw, "noise_state": tuple(state.tolist())}, False)
+    torch.testing.assert_close(as_ints, h, atol=0, rtol=0)
+    with pytest.raises(ValueError, match="noise_state"):
+        _fused({**kw, "noise_state": state.int()}, False)
+
+
 def test_opcheck():
     B, D, O = 21, 20, 18
     kw = _inputs(B, D, O, True)
-    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"], kw["seed"],
-            kw["offset"], kw["bn_weight"], kw["bn_bias"], None, None, True, EPS, kw["weight"], kw["bias"])
+    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"], 
+            kw["noise_state"], kw["bn_weight"], kw["bn_bias"], None, None, True, EPS, kw["weight"], kw["bias"])
     torch.library.opcheck(torch.ops.fastcae.cend_linear.default, args)
     h, mean, var = torch.ops.fastcae.cend_linear(*args)
     # the backward op has no autograd formula of its own (no double backward): check it on detached inputs
-    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args[:9]]
+    detached = [a.detach() if isinstance(a, torch.Tensor) else a for a in args[:8]]
     bwd_args = (torch.randn(B, O, device=DEVICE), *detached, mean.detach(), var.detach(), EPS,
                 kw["weight"].detach(), torch.float32, True, True)
     torch.library.opcheck(torch.ops.fastcae.cend_linear_backward.default, bwd_args)
