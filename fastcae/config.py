@@ -88,6 +88,10 @@ class DistillConfig:
     eval_every: int = 1  # epochs between evaluations (when an eval set is given)
     checkpoint_every: int = 1  # epochs between checkpoints (when a checkpoint dir is given)
     progress: bool = True  # tqdm bar over epochs
+    # torch.compile the two steps (fastcae.compiled): None = auto (CUDA graphs on CUDA, eager on CPU, where
+    # inductor's C++ builds take minutes); True = "cudagraphs" on CUDA, "inductor" on CPU; False = "eager";
+    # or a mode name: "eager", "inductor", "cudagraphs", "aot_eager" (debugging)
+    compile: bool | str | None = None
 
     def __post_init__(self):
         # tuples survive a JSON round trip as lists; normalise so equal configs compare equal
@@ -132,6 +136,11 @@ class DistillConfig:
             raise ValueError(f"unknown pool_policy {self.pool_policy!r}; known: fifo, reservoir")
         if self.pool_dtype not in ("uint8", "bfloat16"):
             raise ValueError(f"unknown pool_dtype {self.pool_dtype!r}; known: uint8, bfloat16")
+        from .compiled import MODES
+
+        if self.compile not in (None, True, False) and self.compile not in MODES:
+            raise ValueError(f"compile={self.compile!r} is not a compile mode; use True, False, None (auto) or "
+                             f"one of {', '.join(MODES)}")
         for name in ("bn_weight", "ce_weight", "adv_weight", "cncl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

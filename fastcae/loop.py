@@ -19,12 +19,13 @@ from torch import Tensor, nn
 
 from .augment import Augment
 from .bn_hooks import BNStatsLoss
+from .compiled import make_compiled, optimizer_options, resolve_mode
 from .config import DistillConfig
 from .evaluate import accuracy
-from .models.features import num_features
+from .models.features import FeatureTap, has_feature_api, num_features
 from .paradigms import create_synthesizer
 from .pool import SyntheticPool
-from .steps import ProjectionHead, StepContext, student_step
+from .steps import ProjectionHead, StepContext, accumulate, student_step
 
 TERM_NAMES = {
     "bn": "BN-statistics loss (generator)",
@@ -78,12 +79,17 @@ class DistillRun:
         if cfg.cncl_weight > 0:
             example = torch.zeros(2, *self.image_shape, device=self.device)
             self.head = ProjectionHead(num_features(self.student, example), cfg.cncl_dim).to(self.device)
-        self.ctx = StepContext(self.teacher, self.student, self.head, self.augment, self.bn)
-        self.synth = create_synthesizer(cfg, embeddings, self.image_shape, self.device, self.ctx)
+        # a student without forward_features gives its features through a hook attached per step
+        tap = FeatureTap(self.student, attach=False) if self.head is not None and not has_feature_api(student) else None
+        self.ctx = StepContext(self.teacher, self.student, self.head, self.augment, self.bn, tap)
+        self.compile_mode = resolve_mode(cfg.compile, self.device)
+        self.compiled = make_compiled(self.compile_mode)
+        self.synth = create_synthesizer(cfg, embeddings, self.image_shape, self.device, self.ctx, self.compiled)
         self.pool = SyntheticPool(cfg.pool_capacity or default_pool_capacity(cfg), self.image_shape, self.device,
                                   cfg.pool_dtype, cfg.pool_policy)
         params = list(self.student.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
-        self.optimizer = torch.optim.SGD(params, lr=cfg.lr_s, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+        self.optimizer = torch.optim.SGD(params, lr=cfg.lr_s, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
+                                         **optimizer_options(self.compiled))
         self.eval_set = eval_set
         self.mean, self.std = tuple(mean), tuple(std)
         self.epoch = 0  # next epoch to run
@@ -151,8 +157,8 @@ class DistillRun:
         with self._phase("distillation"):
             for step in range(cfg.student_steps):
                 images, labels, _ = self.pool.sample(cfg.student_batch_size)
-                terms = student_step(self.ctx, self.optimizer, images, labels, cfg)
-                window = terms if window is None else {k: window[k] + terms[k] for k in terms}
+                terms = student_step(self.ctx, self.optimizer, images, labels, cfg, self.compiled)
+                window = accumulate(window, terms)
                 steps += 1
                 if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.student_steps:
                     read = {k: float(v) for k, v in window.items()}  # the one host sync per log interval

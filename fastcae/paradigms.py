@@ -22,9 +22,10 @@ import torch
 from torch import Tensor, nn
 
 from .cend import CEND, MagnitudeSchedule, balanced_targets, canonical_magnitudes, canonical_sources, round_robin_sources
+from .compiled import optimizer_options
 from .config import DistillConfig
 from .generator import CENDInput, Generator, LatentInput, NoisyLayerInput
-from .steps import generator_step
+from .steps import accumulate, generator_step
 
 
 @dataclass
@@ -39,8 +40,10 @@ class Synthesizer:
 
     name = "base"
 
-    def __init__(self, cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps_context):
+    def __init__(self, cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps_context, compiled=None):
         self.cfg = cfg
+        self.compiled = compiled  # fastcae.compiled.CompiledSteps, or None for eager steps
+        self.optimizer_options = optimizer_options(compiled)
         self.embeddings = embeddings.to(device)
         self.num_classes = embeddings.shape[0]
         self.image_shape = tuple(image_shape)
@@ -69,12 +72,14 @@ class Synthesizer:
         totals = None
         for _ in range(steps):
             loss, terms, images = generator_step(
-                generator, optimizer, self.ctx, self.targets, self.sources, self.cfg, adv_weight, after_backward
+                generator, optimizer, self.ctx, self.targets, self.sources, self.cfg, adv_weight, after_backward,
+                self.compiled,
             )
-            better = loss.detach() < best_loss
-            best_images = images if best_images is None else torch.where(better, images, best_images)
-            best_loss = torch.minimum(best_loss, loss.detach())
-            totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
+            # new tensors only: a compiled step's outputs are overwritten by its next replay
+            better = loss < best_loss
+            best_images = images.clone() if best_images is None else torch.where(better, images, best_images)
+            best_loss = torch.minimum(best_loss, loss)
+            totals = accumulate(totals, terms)
         if self.ctx.bn is not None:
             self.ctx.bn.update_ema()
         self.last_terms = {k: v / steps for k, v in totals.items()}
@@ -87,17 +92,27 @@ class Synthesizer:
         raise NotImplementedError
 
 
-def _adam(params, lr, betas):
-    return torch.optim.Adam(params, lr=lr, betas=betas)
+def _adam(params, lr, betas, **options):
+    return torch.optim.Adam(params, lr=lr, betas=betas, **options)
+
+
+@torch.no_grad()
+def _restart_adam(optimizer: torch.optim.Adam) -> None:
+    """Put ``optimizer`` back in a fresh Adam's state, in place: the same updates as a new
+    ``Adam(...)`` per batch, but one object (a compiled optimiser step is compiled once, not per batch)."""
+    for state in optimizer.state.values():
+        for value in state.values():
+            if isinstance(value, Tensor):
+                value.zero_()
 
 
 class CAESynthesizer(Synthesizer):
     name = "cae"
 
-    def __init__(self, cfg, embeddings, image_shape, device, steps_context):
+    def __init__(self, cfg, embeddings, image_shape, device, steps_context, compiled=None):
         self.schedule = MagnitudeSchedule(cfg.noise_magnitudes, cfg.noise_magnitudes_end, cfg.noise_schedule)
         self.source_map = canonical_sources(cfg.noise_sources)  # configured index -> canonical source id
-        super().__init__(cfg, embeddings, image_shape, device, steps_context)
+        super().__init__(cfg, embeddings, image_shape, device, steps_context, compiled)
         robin = round_robin_sources(cfg.synth_batch_size, self.num_classes, len(cfg.noise_sources))
         self.sources = self.source_map[robin].to(self.device)
 
@@ -109,7 +124,7 @@ class CAESynthesizer(Synthesizer):
         if previous is not None:  # keep the noise stream going: a new generator must see new noise
             inp.noise_offset = previous.input.noise_offset + previous.input._batch_size * cend.dim
         self.generator = Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device)
-        self.optimizer = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas_g)
+        self.optimizer = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas_g, **self.optimizer_options)
 
     def set_progress(self, progress: float) -> None:
         self.generator.input.cend.set_magnitudes(self._magnitudes(progress))
@@ -136,12 +151,13 @@ class NayerSynthesizer(Synthesizer):
     def reset(self) -> None:
         inp = NoisyLayerInput(self.embeddings, self.cfg.synth_batch_size, self.cfg.noisy_dim)
         self.generator = Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device)
+        self.optimizer = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas_g, **self.optimizer_options)
 
     def synthesize(self, adv_weight: float) -> SynthBatch:
         self.generator.train()
         self.generator.new_batch(self.targets, self.sources)  # re-draw the noisy layers
-        optimizer = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas_g)  # new per batch
-        return self._run_steps(self.generator, optimizer, self.cfg.generator_steps, adv_weight)
+        _restart_adam(self.optimizer)  # NAYER: a new Adam per batch
+        return self._run_steps(self.generator, self.optimizer, self.cfg.generator_steps, adv_weight)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.state_dict()}
@@ -161,19 +177,23 @@ class FastSynthesizer(Synthesizer):
         self.generator = Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device)
         self.fast = copy.deepcopy(self.generator)
         k = self.cfg.generator_steps
-        self.meta_optimizer = _adam(self.generator.body.parameters(), self.cfg.lr_g * k, self.cfg.betas_g)
-
-    def synthesize(self, adv_weight: float) -> SynthBatch:
-        self.fast.load_state_dict(self.generator.state_dict())
-        self.fast.train()
-        self.fast.new_batch(self.targets, self.sources)  # fresh z
-        optimizer = torch.optim.Adam(
+        self.meta_optimizer = _adam(self.generator.body.parameters(), self.cfg.lr_g * k, self.cfg.betas_g,
+                                    **self.optimizer_options)
+        self.fast_optimizer = torch.optim.Adam(
             [
                 {"params": self.fast.body.parameters(), "lr": self.cfg.lr_g},
                 {"params": self.fast.input.parameters(), "lr": self.cfg.lr_z},
             ],
             betas=self.cfg.betas_g,
+            **self.optimizer_options,
         )
+
+    def synthesize(self, adv_weight: float) -> SynthBatch:
+        self.fast.load_state_dict(self.generator.state_dict())
+        self.fast.train()
+        self.fast.new_batch(self.targets, self.sources)  # fresh z
+        optimizer = self.fast_optimizer
+        _restart_adam(optimizer)  # the clone's Adam starts fresh every batch
         self.meta_optimizer.zero_grad(set_to_none=False)
         meta_params = list(self.generator.body.parameters())
         fast_params = list(self.fast.body.parameters())
@@ -200,7 +220,8 @@ class FastSynthesizer(Synthesizer):
 SYNTHESIZERS = {"cae": CAESynthesizer, "nayer": NayerSynthesizer, "fast": FastSynthesizer}
 
 
-def create_synthesizer(cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps_context) -> Synthesizer:
+def create_synthesizer(cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps_context,
+                       compiled=None) -> Synthesizer:
     if cfg.paradigm not in SYNTHESIZERS:
         raise ValueError(f"unknown paradigm {cfg.paradigm!r}; known paradigms: {', '.join(SYNTHESIZERS)}")
-    return SYNTHESIZERS[cfg.paradigm](cfg, embeddings, image_shape, device, steps_context)
+    return SYNTHESIZERS[cfg.paradigm](cfg, embeddings, image_shape, device, steps_context, compiled)

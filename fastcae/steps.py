@@ -8,10 +8,15 @@ Synthesis step: ``generator -> x in [0, 1] -> augment -> teacher (BN hooks on) [
 bn * BN + ce * CE + adv * ADV -> backward -> generator optimiser step``.
 Student step: ``pool batch -> augment -> teacher (no grad) -> student (+ projection head) ->
 KD_T + cncl * SupCon -> backward -> student optimiser step``.
+
+Each step is a forward (``generator_loss``, ``student_loss``: what ``fastcae.compiled`` compiles into one
+graph) and the orchestration around it (``generator_step``, ``student_step``: zero grads, BN hooks,
+backward, optimiser step), which takes the compiled pieces when given a ``CompiledSteps``.
 """
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import torch
@@ -22,7 +27,7 @@ from . import ops
 from .augment import Augment
 from .bn_hooks import BNStatsLoss
 from .config import DistillConfig
-from .models.features import features_and_logits
+from .models.features import FeatureTap, features_and_logits
 
 
 @dataclass
@@ -34,6 +39,7 @@ class StepContext:
     head: nn.Module | None
     augment: Augment
     bn: BNStatsLoss | None
+    tap: FeatureTap | None = None  # the student's penultimate features, for a student without forward_features
 
 
 class ProjectionHead(nn.Module):
@@ -48,6 +54,29 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.net(f), dim=1)
 
 
+def accumulate(total: dict[str, Tensor] | None, terms: dict[str, Tensor]) -> dict[str, Tensor]:
+    """``total + terms`` per key, as new tensors (the first is a copy): a compiled step's outputs may live
+    in CUDA-graph memory that the next replay overwrites, so nothing kept across steps aliases them."""
+    if total is None:
+        return {k: v.clone() for k, v in terms.items()}
+    return {k: total[k] + v for k, v in terms.items()}
+
+
+def generator_loss(generator: nn.Module, ctx: StepContext, targets: Tensor, sources: Tensor, cfg: DistillConfig,
+                   adv_weight: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """The synthesis forward: ``(loss, bn term, ce + adv term, images)``. Run it with ``ctx.bn.active()``
+    entered (the hooks collect the teacher's batch statistics); compiled as one graph."""
+    images = generator(targets, sources)
+    x = ctx.augment(images)
+    t_logits = ctx.teacher(x)
+    bn_loss = ctx.bn.loss() if ctx.bn is not None else torch.zeros((), device=x.device)
+    # The student only matters for the adversarial term: skip its forward during warm-up.
+    s_logits = ctx.student(x) if adv_weight > 0 else t_logits.detach()
+    logit = ops.logit_loss(t_logits, s_logits, targets, 1.0, 0.0, adv_weight, cfg.ce_weight)
+    loss = cfg.bn_weight * bn_loss + logit
+    return loss, bn_loss.detach(), logit.detach(), images.detach()
+
+
 def generator_step(
     generator: nn.Module,
     optimizer: torch.optim.Optimizer,
@@ -57,28 +86,49 @@ def generator_step(
     cfg: DistillConfig,
     adv_weight: float,
     after_backward=None,
+    compiled=None,
 ) -> tuple[Tensor, dict[str, Tensor], Tensor]:
-    """One generator update. Returns (total loss, {term: value}, the step's images detached)."""
-    optimizer.zero_grad(set_to_none=True)
-    images = generator(targets, sources)
-    x = ctx.augment(images)
-    if ctx.bn is not None:
-        with ctx.bn.active():
-            t_logits = ctx.teacher(x)
-        bn_loss = ctx.bn.loss()
+    """One generator update. Returns (total loss, {term: value}, the step's images detached).
+    ``compiled``: a ``fastcae.compiled.CompiledSteps`` (None: eager)."""
+
+    def forward_backward(loss_fn):
+        optimizer.zero_grad(set_to_none=True)
+        with ctx.bn.active() if ctx.bn is not None else contextlib.nullcontext():
+            loss, bn, logit, images = loss_fn(generator, ctx, targets, sources, cfg, adv_weight)
+        loss.backward()
+        return loss.detach(), {"bn": bn, "ce_adv": logit}, images
+
+    if compiled is None:
+        out = forward_backward(generator_loss)
     else:
-        t_logits = ctx.teacher(x)
-        bn_loss = torch.zeros((), device=x.device)
-    # The student only matters for the adversarial term: skip its forward during warm-up.
-    s_logits = ctx.student(x) if adv_weight > 0 else t_logits.detach()
-    logit = ops.logit_loss(t_logits, s_logits, targets, 1.0, 0.0, adv_weight, cfg.ce_weight)
-    loss = cfg.bn_weight * bn_loss + logit
-    loss.backward()
+        compiled.mark_step()
+        out = compiled.guarded(lambda: forward_backward(compiled.generator_loss),
+                               lambda: forward_backward(generator_loss))
     if after_backward is not None:
         after_backward()
     optimizer.step()
-    terms = {"bn": bn_loss.detach(), "ce_adv": logit.detach()}
-    return loss.detach(), terms, images.detach()
+    return out
+
+
+def student_loss(ctx: StepContext, images: Tensor, labels: Tensor, cfg: DistillConfig
+                 ) -> tuple[Tensor, Tensor, Tensor]:
+    """The distillation forward on a pool batch: ``(loss, kd term, cncl term)``; compiled as one graph."""
+    x = ctx.augment(images)
+    with torch.no_grad():
+        t_logits = ctx.teacher(x)
+    contrastive = ctx.head is not None and cfg.cncl_weight > 0
+    if contrastive:
+        features, s_logits = features_and_logits(ctx.student, x, ctx.tap)
+    else:
+        s_logits = ctx.student(x)
+    kd = ops.logit_loss(t_logits, s_logits, labels, cfg.temperature, 1.0, 0.0, 0.0)
+    loss = kd
+    if contrastive:
+        cncl = ops.supcon_loss(ctx.head(features), labels, cfg.cncl_temperature)
+        loss = loss + cfg.cncl_weight * cncl
+    else:
+        cncl = torch.zeros((), device=x.device)
+    return loss, kd.detach(), cncl.detach()
 
 
 def student_step(
@@ -87,20 +137,22 @@ def student_step(
     images: Tensor,
     labels: Tensor,
     cfg: DistillConfig,
+    compiled=None,
 ) -> dict[str, Tensor]:
     """One student update on a pool batch. Returns {"kd": ..., "cncl": ...} as device tensors."""
-    x = ctx.augment(images)
-    with torch.no_grad():
-        t_logits = ctx.teacher(x)
-    features, s_logits = features_and_logits(ctx.student, x)
-    kd = ops.logit_loss(t_logits, s_logits, labels, cfg.temperature, 1.0, 0.0, 0.0)
-    loss = kd
-    if ctx.head is not None and cfg.cncl_weight > 0:
-        cncl = ops.supcon_loss(ctx.head(features), labels, cfg.cncl_temperature)
-        loss = loss + cfg.cncl_weight * cncl
+
+    def forward_backward(loss_fn):
+        optimizer.zero_grad(set_to_none=True)
+        with ctx.tap.active() if ctx.tap is not None else contextlib.nullcontext():
+            loss, kd, cncl = loss_fn(ctx, images, labels, cfg)
+        loss.backward()
+        return {"kd": kd, "cncl": cncl}
+
+    if compiled is None:
+        terms = forward_backward(student_loss)
     else:
-        cncl = torch.zeros((), device=x.device)
-    optimizer.zero_grad(set_to_none=True)
-    loss.backward()
+        compiled.mark_step()
+        terms = compiled.guarded(lambda: forward_backward(compiled.student_loss),
+                                 lambda: forward_backward(student_loss))
     optimizer.step()
-    return {"kd": kd.detach(), "cncl": cncl.detach()}
+    return terms

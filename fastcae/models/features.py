@@ -8,6 +8,7 @@ features and the logits.
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -45,7 +46,7 @@ class ZooClassifier(nn.Module):
                 nn.init.zeros_(m.bias)
 
 
-def _has_feature_api(model: nn.Module) -> bool:
+def has_feature_api(model: nn.Module) -> bool:
     return callable(getattr(model, "forward_features", None)) and callable(getattr(model, "forward_head", None))
 
 
@@ -74,19 +75,35 @@ class FeatureTap:
         feats = tap.features
     """
 
-    def __init__(self, model: nn.Module):
+    def __init__(self, model: nn.Module, attach: bool = True):
         self.layer = _last_linear(model)
         self.features: Tensor | None = None
-        self._handle = self.layer.register_forward_hook(self._hook)
+        self._handle = None
+        if attach:
+            self.attach()
 
     def _hook(self, module: nn.Module, inputs: tuple[Any, ...], output: Tensor) -> None:
         self.features = inputs[0].flatten(1)
+
+    def attach(self) -> None:
+        if self._handle is None:
+            self._handle = self.layer.register_forward_hook(self._hook)
 
     def remove(self) -> None:
         """Detach the hook (idempotent); the last captured features stay readable."""
         if self._handle is not None:
             self._handle.remove()
             self._handle = None
+
+    @contextlib.contextmanager
+    def active(self):
+        """Attached for the block only. A compiled step enters this outside its graph (registering a hook
+        is not traceable) and reads ``features`` inside it, after the model's forward."""
+        self.attach()
+        try:
+            yield self
+        finally:
+            self.remove()
 
     def __enter__(self) -> FeatureTap:
         return self
@@ -95,17 +112,21 @@ class FeatureTap:
         self.remove()
 
 
-def features_and_logits(model: nn.Module, x: Tensor) -> tuple[Tensor, Tensor]:
+def features_and_logits(model: nn.Module, x: Tensor, tap: FeatureTap | None = None) -> tuple[Tensor, Tensor]:
     """``(features [B, F], logits)`` from a single forward pass of ``model`` on ``x``.
 
     Uses ``forward_features``/``forward_head`` when the model has both (zoo models; no hooks, so it traces
-    into one graph under ``torch.compile(fullgraph=True)``), otherwise a temporary ``FeatureTap``.
+    into one graph under ``torch.compile(fullgraph=True)``), else ``tap`` (a ``FeatureTap`` the caller has
+    attached: how a compiled step does it), else a temporary ``FeatureTap`` (eager only).
     To compile, wrap the function that calls this one: given a module returned by ``torch.compile``,
     the ``forward_features`` lookup falls through to the uncompiled original.
     """
-    if _has_feature_api(model):
+    if has_feature_api(model):
         feats = model.forward_features(x)
         return feats, model.forward_head(feats)
+    if tap is not None:
+        logits = model(x)
+        return tap.features, logits
     with FeatureTap(model) as tap:
         logits = model(x)
     if tap.features is None:
@@ -123,7 +144,7 @@ def num_features(model: nn.Module, example_input: Tensor) -> int:
     running statistics untouched and works with a batch of one.
     """
     declared = getattr(model, "num_features", None)
-    if isinstance(declared, int) and _has_feature_api(model):
+    if isinstance(declared, int) and has_feature_api(model):
         return declared
     modes = [(m, m.training) for m in model.modules()]
     model.eval()
