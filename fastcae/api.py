@@ -38,6 +38,7 @@ class DistillResult:
     generator: nn.Module  # the last generator (for pictures of what it synthesises)
     pool: SyntheticPool  # the synthetic images the student learned from, with labels and source ids
     class_names: list[str] = field(default_factory=list)
+    compile_mode: str = "eager"  # how the steps ran: "eager", "inductor", "cudagraphs" or "aot_eager"
 
     @property
     def accuracy(self) -> float | None:
@@ -155,7 +156,8 @@ def distill(
         text_encoder: a name ("auto", "clip", "minilm", "sentence-transformers:<model>", "random"), an encoder
             object, or a ``[num_classes, dim]`` tensor of your own embeddings.
         **options: any ``DistillConfig`` field, e.g. ``paradigm="nayer"``, ``epochs=200``, ``flip=False``,
-            ``device="cuda"``, ``seed=1``.
+            ``device="cuda"``, ``seed=1``, ``compile=True`` (``fastcae.compiled``: torch.compile the steps, under
+            CUDA graphs on a GPU, the default there; eager on CPU unless asked).
     """
     encoder_obj = None
     if text_encoder is not None:
@@ -227,6 +229,7 @@ def distill(
         with profile_session(profile, device_index=device.index or 0, meta=meta) as recorder:
             run.recorder = recorder
             _run_epochs(run, checkpoint_dir)
+            meta["compile_mode"] = run.effective_compile_mode
         run.recorder = None
     else:
         _run_epochs(run, checkpoint_dir)
@@ -235,7 +238,7 @@ def distill(
     for p in student.parameters():
         p.requires_grad_(True)
     return DistillResult(student=student, history=run.history, config=cfg, generator=run.synth.generator,
-                         pool=run.pool, class_names=class_names)
+                         pool=run.pool, class_names=class_names, compile_mode=run.effective_compile_mode)
 
 
 def _run_epochs(run: DistillRun, checkpoint_dir) -> None:

@@ -35,7 +35,7 @@ import warnings
 
 import torch
 
-from . import steps
+from . import ops, steps
 
 MODES = ("eager", "inductor", "cudagraphs", "aot_eager")
 
@@ -89,6 +89,7 @@ class CompiledSteps:
         if mode not in MODES or mode == "eager":
             raise ValueError(f"CompiledSteps needs a compiling mode ({', '.join(MODES[1:])}), got {mode!r}")
         self.mode = mode
+        ops.preload_kernels()  # an import inside a traced function would break the graph
         backend = "aot_eager" if mode == "aot_eager" else "inductor"
         options = {"mode": "reduce-overhead"} if mode == "cudagraphs" else {}
         self.generator_loss = torch.compile(_own_code(steps.generator_loss), fullgraph=True, backend=backend,
@@ -118,11 +119,12 @@ class CompiledSteps:
     def disable(self, err: BaseException) -> None:
         if self.active:
             self.active = False
-            first_line = str(err).strip().splitlines()[0] if str(err).strip() else ""
-            self.fallback_error = f"{type(err).__name__}: {first_line}"
+            cause = getattr(err, "inner_exception", None) or err  # dynamo wraps the backend's own error
+            lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+            self.fallback_error = f"{type(cause).__name__}: {lines[0][:200] if lines else ''}"
             warnings.warn(
-                f"fastcae: torch.compile (mode {self.mode!r}) failed and the run continues eagerly, slower but "
-                f"with the same results ({self.fallback_error}). Pass compile=False to skip compiling.",
+                f"fastcae: torch.compile (mode {self.mode!r}) failed and the run continues eagerly: slower, the same "
+                f"computation ({self.fallback_error}). Pass compile=False to skip compiling.",
                 RuntimeWarning,
                 stacklevel=3,
             )

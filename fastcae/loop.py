@@ -98,6 +98,11 @@ class DistillRun:
         self.elapsed = 0.0  # seconds of training, summed across resumes
         self.recorder = None  # a fastcae.profiling.PhaseRecorder when profiling (distill(profile=...))
 
+    @property
+    def effective_compile_mode(self) -> str:
+        """How the steps run: the resolved mode, or "eager" if compiling was unavailable or fell back."""
+        return self.compile_mode if self.compiled is not None and self.compiled.active else "eager"
+
     # ------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def _phase(self, name: str):

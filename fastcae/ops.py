@@ -64,6 +64,13 @@ def _kernel(op: str):
     return None if isinstance(mod, ImportError) else mod
 
 
+def preload_kernels() -> None:
+    """Import every kernel module now. ``torch.compile`` cannot trace an import, so the compiled steps call
+    this before their first trace (the eager path imports lazily, on first use)."""
+    for op in ("kd_loss", "bn_stats_loss", "supcon", "cend_linear"):
+        _kernel(op)
+
+
 def _interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
 

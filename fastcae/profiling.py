@@ -335,7 +335,8 @@ def _fmt(x, digits=1):
 def _markdown(report: dict) -> str:
     meta = report.get("meta", {})
     lines = ["# fastcae throughput report", "",
-             f"Date: {meta.get('date', 'n/a')}  ", f"Device: {meta.get('device', 'n/a')}", ""]
+             f"Date: {meta.get('date', 'n/a')}  ", f"Device: {meta.get('device', 'n/a')}  ",
+             f"Steps: {meta.get('compile_mode', 'n/a')}", ""]
     gpu = report["gpu_metrics"] == "available"
     head = ["phase", "seconds", "images", "images/s", "steps/s"]
     if gpu:
