@@ -64,8 +64,12 @@ class Synthesizer:
     def set_progress(self, progress: float) -> None:
         """Training progress in [0, 1] (CEND magnitude schedules use it)."""
 
+    def step_parts(self) -> tuple[nn.Module, torch.optim.Optimizer, object]:
+        """``(generator, optimizer, after_backward)`` that one generator step updates (benchmarks time one)."""
+        return self.generator, self.optimizer, None
+
     # -- shared -----------------------------------------------------------------------------------------
-    def _run_steps(self, generator: nn.Module, optimizer, steps: int, adv_weight: float, after_backward=None):
+    def _run_steps(self, generator: nn.Module, optimizer, after_backward=None, *, steps: int, adv_weight: float):
         """``steps`` generator steps; keep the images of the lowest-loss step (on device, no sync)."""
         best_loss = torch.full((), float("inf"), device=self.device)
         best_images = None
@@ -135,7 +139,7 @@ class CAESynthesizer(Synthesizer):
     def synthesize(self, adv_weight: float) -> SynthBatch:
         self.generator.train()
         self.generator.new_batch(self.targets, self.sources)
-        return self._run_steps(self.generator, self.optimizer, self.cfg.generator_steps, adv_weight)
+        return self._run_steps(*self.step_parts(), steps=self.cfg.generator_steps, adv_weight=adv_weight)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.state_dict(), "optimizer": self.optimizer.state_dict()}
@@ -157,7 +161,7 @@ class NayerSynthesizer(Synthesizer):
         self.generator.train()
         self.generator.new_batch(self.targets, self.sources)  # re-draw the noisy layers
         _restart_adam(self.optimizer)  # NAYER: a new Adam per batch
-        return self._run_steps(self.generator, self.optimizer, self.cfg.generator_steps, adv_weight)
+        return self._run_steps(*self.step_parts(), steps=self.cfg.generator_steps, adv_weight=adv_weight)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.state_dict()}
@@ -192,22 +196,23 @@ class FastSynthesizer(Synthesizer):
         self.fast.load_state_dict(self.generator.state_dict())
         self.fast.train()
         self.fast.new_batch(self.targets, self.sources)  # fresh z
-        optimizer = self.fast_optimizer
-        _restart_adam(optimizer)  # the clone's Adam starts fresh every batch
+        _restart_adam(self.fast_optimizer)  # the clone's Adam starts fresh every batch
         self.meta_optimizer.zero_grad(set_to_none=False)
-        meta_params = list(self.generator.body.parameters())
-        fast_params = list(self.fast.body.parameters())
-
-        def accumulate_meta_grad():
-            for mp, fp in zip(meta_params, fast_params):
-                if fp.grad is not None:
-                    if mp.grad is None:
-                        mp.grad = torch.zeros_like(mp)
-                    mp.grad.add_(fp.grad)
-
-        batch = self._run_steps(self.fast, optimizer, self.cfg.generator_steps, adv_weight, accumulate_meta_grad)
+        batch = self._run_steps(*self.step_parts(), steps=self.cfg.generator_steps, adv_weight=adv_weight)
         self.meta_optimizer.step()
         return batch
+
+    def step_parts(self):
+        return self.fast, self.fast_optimizer, self._accumulate_meta_grad
+
+    @torch.no_grad()
+    def _accumulate_meta_grad(self) -> None:
+        """First-order MAML: the clone's gradient of each adaptation step adds onto the meta-generator's."""
+        for mp, fp in zip(self.generator.body.parameters(), self.fast.body.parameters()):
+            if fp.grad is not None:
+                if mp.grad is None:
+                    mp.grad = torch.zeros_like(mp)
+                mp.grad.add_(fp.grad)
 
     def state_dict(self) -> dict:
         return {"generator": self.generator.state_dict(), "meta_optimizer": self.meta_optimizer.state_dict()}
