@@ -80,3 +80,38 @@ class PNGPool:
         dataset = _PNGDataset(self._files(), self._mode, transforms.Compose(steps))
         return DataLoader(dataset, batch_size=batch_size, shuffle=shuffle, drop_last=drop_last,
                           num_workers=num_workers, pin_memory=torch.cuda.is_available())
+
+
+def prior_epoch(run, png: PNGPool, synth_batches: int, student_steps: int, num_workers: int = 0) -> int:
+    """One post-warm-up epoch the prior way, on a ``fastcae.loop.DistillRun``'s models: eager reference ops
+    (call it inside ``fastcae.ops.backend("reference")`` with an uncompiled run), kept images written to
+    ``png``, a DataLoader rebuilt over the directory, and the loss read back every student step (a host
+    sync: the prior loops log ``loss.item()`` per step). Same paradigm, losses and optimisers as fastcae's
+    loop, so the difference measured is the engineering. Returns the student images consumed."""
+    from fastcae.losses import logit_loss
+
+    cfg = run.cfg
+    run._set_student_trainable(False)
+    for _ in range(synth_batches):
+        batch = run.synth.synthesize(cfg.adv_weight)
+        png.push(batch.images, batch.labels)
+    run._set_student_trainable(True)
+    device = run.device
+    loader = png.loader(cfg.student_batch_size, run.mean, run.std, run.augment.padding, flip=cfg.flip,
+                        num_workers=num_workers)
+    done = 0
+    while done < student_steps:
+        for x, _ in loader:
+            x = x.to(device, non_blocking=True)
+            with torch.no_grad():
+                t_logits = run.teacher(x)
+            s_logits = run.student(x)
+            loss = logit_loss(t_logits, s_logits, t_logits.argmax(1), cfg.temperature, 1.0, 0.0, 0.0)
+            run.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            run.optimizer.step()
+            loss.item()  # the per-step host sync
+            done += 1
+            if done == student_steps:
+                break
+    return done * cfg.student_batch_size
