@@ -107,6 +107,27 @@ def _class_names(spec: str | None) -> list[str] | None:
     return [name.strip() for name in spec.split(",")]
 
 
+def _add_distill_args(p: argparse.ArgumentParser) -> None:
+    """The flags of ``fastcae distill`` (shared with ``fastcae profile``)."""
+    p.add_argument("--teacher", default=None, help="teacher weights (.pt/.pth state dict or .safetensors)")
+    p.add_argument("--teacher-model", default=None,
+                   help="teacher architecture (fastcae.models.list_models()); default: the pair preset's")
+    p.add_argument("--student-model", default=None, help="student architecture; default: the pair preset's")
+    p.add_argument("--student-init", default=None, help="optional initial student weights")
+    p.add_argument("--num-classes", type=int, default=None)
+    p.add_argument("--class-names", default=None, help="comma-separated names, or a file with one per line")
+    p.add_argument("--image-shape", default=None, help="C,H,W (default: the pair preset's, else 3,32,32)")
+    p.add_argument("--mean", default=None, help="per-channel mean (default: the pair preset's, else CIFAR-10's)")
+    p.add_argument("--std", default=None, help="per-channel std (default: the pair preset's, else CIFAR-10's)")
+    p.add_argument("--preset", default=None, choices=sorted(PRESETS) + sorted(PAIR_PRESETS),
+                   help="a config-only preset or a teacher-student pair (see fastcae presets)")
+    p.add_argument("--list-presets", action="store_true", help="print the presets and their accuracies, then exit")
+    p.add_argument("--out", default="fastcae-run", help="directory for checkpoints and the student")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="any DistillConfig field, e.g. --set paradigm=nayer --set epochs=200 (repeatable)")
+    p.add_argument("--no-progress", action="store_true")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastcae", description="Fast data-free knowledge distillation (CAE-DFKD)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -125,25 +146,19 @@ def build_parser() -> argparse.ArgumentParser:
                           description="Distil a student from a teacher checkpoint. A pair --preset (fastcae "
                                       "presets) fills in the models, classes, image shape and mean/std; explicit "
                                       "flags override it.")
-    dist.add_argument("--teacher", default=None, help="teacher weights (.pt/.pth state dict or .safetensors)")
-    dist.add_argument("--teacher-model", default=None,
-                      help="teacher architecture (fastcae.models.list_models()); default: the pair preset's")
-    dist.add_argument("--student-model", default=None, help="student architecture; default: the pair preset's")
-    dist.add_argument("--student-init", default=None, help="optional initial student weights")
-    dist.add_argument("--num-classes", type=int, default=None)
-    dist.add_argument("--class-names", default=None, help="comma-separated names, or a file with one per line")
-    dist.add_argument("--image-shape", default=None, help="C,H,W (default: the pair preset's, else 3,32,32)")
-    dist.add_argument("--mean", default=None, help="per-channel mean (default: the pair preset's, else CIFAR-10's)")
-    dist.add_argument("--std", default=None, help="per-channel std (default: the pair preset's, else CIFAR-10's)")
-    dist.add_argument("--preset", default=None, choices=sorted(PRESETS) + sorted(PAIR_PRESETS),
-                      help="a config-only preset or a teacher-student pair (see fastcae presets)")
-    dist.add_argument("--list-presets", action="store_true", help="print the presets and their accuracies, then exit")
-    dist.add_argument("--out", default="fastcae-run", help="directory for checkpoints and the student")
-    dist.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                      help="any DistillConfig field, e.g. --set paradigm=nayer --set epochs=200 (repeatable)")
-    dist.add_argument("--no-progress", action="store_true")
+    _add_distill_args(dist)
     dist.add_argument("--profile", default=None, metavar="REPORT.json",
                       help="write a throughput report (JSON + Markdown + PNG; GPU metrics via NVML when present)")
+
+    prof = sub.add_parser("profile", help="a distillation with a throughput report (the digits demo if no teacher)",
+                          description="Run a distillation with the NVML throughput report on and print its "
+                                      "summary: images/s per phase, GPU utilisation, memory, power, energy per "
+                                      "1,000 images. With --teacher (or a pair --preset) it profiles that run, "
+                                      "like `fastcae distill`; without, the embedded digits demo.")
+    _add_distill_args(prof)
+    prof.add_argument("--report", default=None, metavar="REPORT.json",
+                      help="where the report goes (default: OUT/profile.json)")
+    prof.add_argument("--budget", type=float, default=60.0, help="demo only: wall-time budget in seconds")
 
     sub.add_parser("presets", help="list the teacher-student pair presets with published accuracies")
 
@@ -254,6 +269,27 @@ def _cmd_distill(args) -> int:
     return 0
 
 
+def _cmd_profile(args) -> int:
+    """``fastcae distill`` (or the demo, without a teacher) with the report on; prints the summary."""
+    from .profiling import format_report_summary
+
+    out = Path(args.out)
+    report = Path(args.report) if args.report else out / "profile.json"
+    report.parent.mkdir(parents=True, exist_ok=True)
+    if args.teacher is None:
+        if args.preset is not None or args.set:
+            raise ValueError("--preset and --set profile a distillation of your teacher: give --teacher too "
+                             "(without it, fastcae profile runs the digits demo)")
+        from .demo import run_demo
+
+        run_demo(out, budget_seconds=args.budget, progress=not args.no_progress, profile=str(report))
+    else:
+        args.profile = str(report)
+        _cmd_distill(args)
+    print(format_report_summary(report))
+    return 0
+
+
 def _cmd_presets(args) -> int:
     print(format_presets_table())
     return 0
@@ -324,7 +360,7 @@ def _cmd_transfer(args) -> int:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        commands = {"demo": _cmd_demo, "distill": _cmd_distill, "presets": _cmd_presets,
+        commands = {"demo": _cmd_demo, "distill": _cmd_distill, "profile": _cmd_profile, "presets": _cmd_presets,
                     "train-teacher": _cmd_train_teacher, "transfer": _cmd_transfer}
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, TeacherCheckpointError) as err:

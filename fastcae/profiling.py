@@ -24,8 +24,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["GPUSampler", "PhaseRecorder", "Span", "build_report", "collect_meta", "write_report",
-           "profile_session"]
+__all__ = ["GPUSampler", "PhaseRecorder", "Span", "build_report", "collect_meta", "format_report_summary",
+           "profile_session", "write_report"]
 
 _UNAVAILABLE_PREFIX = "GPU metrics unavailable: "
 _MAX_TIMELINE_POINTS = 2000  # the JSON/plot timeline is strided to this; aggregates use every sample
@@ -336,7 +336,7 @@ def _markdown(report: dict) -> str:
     meta = report.get("meta", {})
     lines = ["# fastcae throughput report", "",
              f"Date: {meta.get('date', 'n/a')}  ", f"Device: {meta.get('device', 'n/a')}  ",
-             f"Steps: {meta.get('compile_mode', 'n/a')}", ""]
+             f"Compiled steps: {meta.get('compile_mode', 'n/a')}", ""]
     gpu = report["gpu_metrics"] == "available"
     head = ["phase", "seconds", "images", "images/s", "steps/s"]
     if gpu:
@@ -412,6 +412,15 @@ def write_report(report: dict, path_json) -> tuple[Path, Path, Path]:
     path_md.write_text(_markdown(report))
     _plot(report, path_png)
     return path_json, path_md, path_png
+
+
+def format_report_summary(path_json) -> str:
+    """The Markdown summary written beside a report (``<name>.md``), with where the three files are."""
+    path_json = Path(path_json)
+    if path_json.suffix != ".json":
+        path_json = path_json.with_name(path_json.name + ".json")
+    md, png = path_json.with_suffix(".md"), path_json.with_suffix(".png")
+    return f"{md.read_text()}\nreport: {path_json} (summary {md}, plot {png})"
 
 
 @contextmanager

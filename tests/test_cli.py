@@ -39,6 +39,24 @@ def test_cli_distill_profile_report(tmp_path):
     assert report.with_suffix(".md").exists() and report.with_suffix(".png").exists()
 
 
+def test_cli_profile_prints_the_summary(tmp_path, capsys):
+    teacher = create_model("digits_teacher", num_classes=10, in_chans=1)
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    args = _args(tmp_path / "teacher.pt", tmp_path / "run")
+    assert main(["profile", *args[1:]]) == 0
+    report = json.loads((tmp_path / "run" / "profile.json").read_text())
+    assert report["meta"]["compile_mode"] == "eager"  # the CPU default
+    out = capsys.readouterr().out
+    assert "# fastcae throughput report" in out and "| distillation |" in out
+    assert "GPU metrics were unavailable" in out or "util mean" in out
+    assert str(tmp_path / "run" / "profile.png") in out
+
+
+def test_cli_profile_without_teacher_refuses_distill_flags(capsys):
+    assert main(["profile", "--preset", "digits", "--no-progress"]) == 2
+    assert "give --teacher" in capsys.readouterr().err
+
+
 def test_cli_names_a_checkpoint_that_does_not_fit(tmp_path, capsys):
     other = create_model("digits_student", num_classes=10, in_chans=1)
     torch.save(other.state_dict(), tmp_path / "wrong.pt")

@@ -1,0 +1,129 @@
+"""Markdown tables, with the ratios the README quotes, from one pytest-benchmark JSON file.
+
+    python benchmarks/summarize.py benchmarks/results/<device>-<date>.json
+
+Every ratio is between medians of the same file (one run, one machine), never across files.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections import defaultdict
+
+
+def _median_ms(bench: dict) -> float:
+    return bench["stats"]["median"] * 1e3
+
+
+def _param(bench: dict, name: str):
+    return (bench.get("params") or {}).get(name)
+
+
+def _table(head: list[str], rows: list[list]) -> list[str]:
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    out += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return out + [""]
+
+
+def _ratio(base: float | None, value: float | None) -> str:
+    return f"{base / value:.2f}x" if base and value else "n/a"
+
+
+def steps_section(benches: list[dict]) -> list[str]:
+    gen = [b for b in benches if b["name"].startswith("test_generator_step[")]
+    stu = [b for b in benches if b["name"].startswith("test_student_step[")]
+    if not gen and not stu:
+        return []
+    lines = ["### Steps (median ms per step; speed-up over eager in brackets)", ""]
+    by = defaultdict(dict)
+    for b in gen:
+        by[f"generator step, {_param(b, 'paradigm')}"][_param(b, "backend")] = _median_ms(b)
+    for b in stu:
+        by["student step"][_param(b, "backend")] = _median_ms(b)
+    backends = [k for k in ("eager", "fused", "compiled", "cudagraphs") if any(k in v for v in by.values())]
+    rows = []
+    for step, times in by.items():
+        eager = times.get("eager")
+        row = [step]
+        for k in backends:
+            t = times.get(k)
+            row.append("skipped" if t is None else f"{t:.2f}" + ("" if k == "eager" else f" ({_ratio(eager, t)})"))
+        rows.append(row)
+    return lines + _table(["step"] + backends, rows)
+
+
+def paradigm_section(benches: list[dict]) -> list[str]:
+    synth = [b for b in benches if b["name"].startswith("test_synthesis_batch[")]
+    tta = [b for b in benches if b["name"].startswith("test_time_to_accuracy[")]
+    lines = []
+    if synth:
+        lines += ["### Paradigms: synthesis cost per kept image (ms; nayer or fast over cae in brackets)", ""]
+        cost = defaultdict(dict)
+        for b in synth:
+            cost[_param(b, "backend")][_param(b, "paradigm")] = b["extra_info"].get("ms_per_kept_image")
+        rows = []
+        for backend, per in cost.items():
+            cae = per.get("cae")
+            rows.append([backend] + [
+                "n/a" if per.get(p) is None else f"{per[p]:.3f}" + ("" if p == "cae" else f" ({_ratio(per[p], cae)})")
+                for p in ("cae", "nayer", "fast")])
+        lines += _table(["backend", "cae", "nayer", "fast"], rows)
+    if tta:
+        target = tta[0]["extra_info"].get("target")
+        budget = tta[0]["extra_info"].get("budget_s")
+        lines += [f"### Paradigms: digits teacher, time to {100 * target:.0f}% student accuracy "
+                  f"(budget {budget:.0f} s each)", ""]
+        info = {_param(b, "paradigm"): b["extra_info"] for b in tta}
+        cae_t = (info.get("cae") or {}).get("seconds_to_target")
+        rows = []
+        for p, e in info.items():
+            t = e.get("seconds_to_target")
+            rows.append([p, e.get("generator_steps"), "not reached" if t is None else f"{t:.1f}",
+                         "" if p == "cae" else _ratio(t, cae_t),
+                         f"{100 * e['final_accuracy']:.1f}%" if e.get("final_accuracy") is not None else "n/a",
+                         e.get("images_synthesized"), e.get("epochs")])
+        lines += _table(["paradigm", "generator steps per batch", "seconds to target", "cae faster by",
+                         "accuracy at budget", "images synthesised", "epochs"], rows)
+    return lines
+
+
+def pool_section(benches: list[dict]) -> list[str]:
+    pool = [b for b in benches if b["name"].startswith("test_pool_epoch[")]
+    if not pool:
+        return []
+    rates = {_param(b, "store"): b["extra_info"].get("images_per_s") for b in pool}
+    base = rates.get("png-workers0")
+    rows = [[s, f"{r:,.0f}", _ratio(r, base) if s != "png-workers0" else ""] for s, r in rates.items() if r]
+    return ["### Pool: images per second fed to the student (over the PNG directory, 0 workers)", ""] + _table(
+        ["store", "images/s", "speed-up"], rows)
+
+
+def epoch_section(benches: list[dict]) -> list[str]:
+    ep = [b for b in benches if b["name"].startswith("test_epoch[")]
+    if not ep:
+        return []
+    times = {_param(b, "design"): _median_ms(b) for b in ep}
+    prior = times.get("prior")
+    e0 = ep[0]["extra_info"]
+    rows = [[d, f"{t / 1e3:.2f}", "" if d == "prior" else _ratio(prior, t)] for d, t in times.items()]
+    title = (f"### One epoch ({e0['synth_batches']} synthesis batches of {e0['synth_batch']}, "
+             f"{e0['student_steps']} student steps of {e0['student_batch']}), against the prior design")
+    return [title, ""] + _table(["design", "seconds", "faster than prior"], rows)
+
+
+def summarize(path: str) -> str:
+    data = json.load(open(path))
+    machine = data.get("machine_info", {})
+    benches = data["benchmarks"]
+    head = [f"Machine: {machine.get('cuda_device', 'none')} GPU, {machine.get('cpu_threads')} CPU threads "
+            f"({machine.get('processor') or machine.get('machine', '')}); torch {machine.get('torch')}, "
+            f"triton {machine.get('triton')}, Python {machine.get('python')}; {machine.get('date')}.", ""]
+    body = steps_section(benches) + paradigm_section(benches) + pool_section(benches) + epoch_section(benches)
+    return "\n".join(head + body)
+
+
+if __name__ == "__main__":
+    if len(sys.argv) != 2:
+        sys.exit(__doc__)
+    print(summarize(sys.argv[1]))

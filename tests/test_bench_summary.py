@@ -1,0 +1,49 @@
+"""benchmarks/summarize.py: the README's tables and ratios come from one results file, computed right."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+SPEC = importlib.util.spec_from_file_location("summarize", Path(__file__).parents[1] / "benchmarks" / "summarize.py")
+summarize = importlib.util.module_from_spec(SPEC)
+SPEC.loader.exec_module(summarize)
+
+
+def _bench(name, median_s, params, **extra):
+    return {"name": name, "params": params, "stats": {"median": median_s}, "extra_info": extra}
+
+
+def test_tables_and_ratios(tmp_path):
+    data = {
+        "machine_info": {"cuda_device": "none", "cpu_threads": 2, "torch": "2.14.1", "triton": "3.8.0",
+                         "python": "3.11", "date": "2026-11-24"},
+        "benchmarks": [
+            _bench("test_student_step[eager]", 0.010, {"backend": "eager"}),
+            _bench("test_student_step[compiled]", 0.004, {"backend": "compiled"}),
+            _bench("test_synthesis_batch[cae-eager]", 0.3, {"paradigm": "cae", "backend": "eager"},
+                   ms_per_kept_image=2.0),
+            _bench("test_synthesis_batch[nayer-eager]", 0.9, {"paradigm": "nayer", "backend": "eager"},
+                   ms_per_kept_image=6.0),
+            _bench("test_time_to_accuracy[cae]", 60, {"paradigm": "cae"}, target=0.95, budget_s=60,
+                   seconds_to_target=10.0, final_accuracy=0.99, generator_steps=10, images_synthesized=7000,
+                   epochs=27),
+            _bench("test_time_to_accuracy[nayer]", 60, {"paradigm": "nayer"}, target=0.95, budget_s=60,
+                   seconds_to_target=None, final_accuracy=0.90, generator_steps=30, images_synthesized=3000,
+                   epochs=9),
+            _bench("test_pool_epoch[pool-uint8]", 0.01, {"store": "pool-uint8"}, images_per_s=100_000.0),
+            _bench("test_pool_epoch[png-workers0]", 0.3, {"store": "png-workers0"}, images_per_s=5_000.0),
+            _bench("test_epoch[prior]", 2.0, {"design": "prior"}, synth_batches=2, synth_batch=64,
+                   student_steps=20, student_batch=64),
+            _bench("test_epoch[fastcae-compiled]", 0.5, {"design": "fastcae-compiled"}, synth_batches=2,
+                   synth_batch=64, student_steps=20, student_batch=64),
+        ],
+    }
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    text = summarize.summarize(str(path))
+    assert "| student step | 10.00 | 4.00 (2.50x) |" in text
+    assert "| eager | 2.000 | 6.000 (3.00x) | n/a |" in text
+    assert "| nayer | 30 | not reached |" in text and "| cae | 10 | 10.0 |" in text
+    assert "| pool-uint8 | 100,000 | 20.00x |" in text
+    assert "| fastcae-compiled | 0.50 | 4.00x |" in text
+    assert "torch 2.14.1" in text
