@@ -116,8 +116,9 @@ def summarize(path: str) -> str:
     data = json.load(open(path))
     machine = data.get("machine_info", {})
     benches = data["benchmarks"]
+    cpu = (machine.get("cpu") or {}).get("brand_raw") or machine.get("machine", "")
     head = [f"Machine: {machine.get('cuda_device', 'none')} GPU, {machine.get('cpu_threads')} CPU threads "
-            f"({machine.get('processor') or machine.get('machine', '')}); torch {machine.get('torch')}, "
+            f"({cpu}); torch {machine.get('torch')}, "
             f"triton {machine.get('triton')}, Python {machine.get('python')}; {machine.get('date')}.", ""]
     body = steps_section(benches) + paradigm_section(benches) + pool_section(benches) + epoch_section(benches)
     return "\n".join(head + body)
