@@ -167,6 +167,18 @@ def test_a_real_error_is_not_hidden_by_the_fallback():
         distill(trained_like_teacher(), Broken(), NAMES, **SHAPE, compile="aot_eager", **TINY)
 
 
+def test_cudagraphs_mode_code_path_runs_on_cpu(monkeypatch):
+    """The "cudagraphs" mode (inductor, reduce-overhead, a step mark before each forward) on CPU tensors,
+    where inductor runs the graphs without capturing them: the wrapper code runs, the losses are finite.
+    (The capture itself needs a GPU: test_cudagraphs_default_on_cuda.)"""
+    import fastcae.loop
+
+    monkeypatch.setattr(fastcae.loop, "resolve_mode", lambda compile, device: "cudagraphs")
+    res = _run(None, epochs=3)
+    assert res.compile_mode == "cudagraphs"
+    assert all(math.isfinite(h[k]) for h in res.history for k in LOSSES if k in h)
+
+
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="CUDA graphs need a GPU")
 def test_cudagraphs_default_on_cuda():
     torch.manual_seed(0)
