@@ -23,9 +23,11 @@ Modes (``distill(compile=...)``, ``DistillConfig.compile``):
 Recompiles are bounded by what actually changes: the adversarial weight (0 in warm-up, then fixed) gives
 the generator forward two graphs; a re-created generator (``g_life``) and new batches reuse them. Each run
 compiles its own copy of the two forwards (``_own_code``), so runs in one process never share a cache that
-fills up with guards on models that no longer exist. If compilation
-fails (no C++ compiler, an unsupported Python, a dynamo error) the step is re-run eagerly; when that works
-the run warns once, naming the error, and stays eager. An error the eager step raises too is the real error.
+fills up with guards on models that no longer exist.
+
+If compilation fails (no C++ compiler, an unsupported Python, a dynamo error) the step is re-run eagerly;
+when that works the run warns once, naming the error, and stays eager. An error the eager step raises too
+is the real error.
 """
 
 from __future__ import annotations
@@ -99,20 +101,20 @@ class CompiledSteps:
         self.active = True  # False after a fall-back to eager
         self.fallback_error: str | None = None
 
-    def mark_step(self) -> None:
-        """Tell CUDA-graph trees a new iteration starts: outputs of the previous replay may be overwritten.
-        (Callers copy what they keep across steps: ``steps.accumulate``.)"""
-        if self.mode == "cudagraphs" and self.active:
-            torch.compiler.cudagraph_mark_step_begin()
-
-    def guarded(self, compiled_call, eager_call):
-        """Run ``compiled_call()``; if it raises, run ``eager_call()`` and, if that works, go eager for good."""
+    def run(self, name: str, forward_backward):
+        """``forward_backward(loss_fn)`` with the compiled ``name`` forward ("generator_loss" or
+        "student_loss"). If that raises, it runs again with the eager ``steps.<name>``; if that works, the
+        run goes eager for good (an error the eager forward raises too is the real error, and propagates)."""
         if not self.active:
-            return eager_call()
+            return forward_backward(getattr(steps, name))
+        if self.mode == "cudagraphs":
+            # a new iteration: outputs of the previous replay may be overwritten (callers copy what they
+            # keep across steps: ``steps.accumulate``)
+            torch.compiler.cudagraph_mark_step_begin()
         try:
-            return compiled_call()
+            return forward_backward(getattr(self, name))
         except Exception as err:  # noqa: BLE001 - any compile failure: the eager call decides
-            result = eager_call()  # raises the real error if it was not a compile failure
+            result = forward_backward(getattr(steps, name))
             self.disable(err)
             return result
 

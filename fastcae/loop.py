@@ -80,7 +80,8 @@ class DistillRun:
             example = torch.zeros(2, *self.image_shape, device=self.device)
             self.head = ProjectionHead(num_features(self.student, example), cfg.cncl_dim).to(self.device)
         # a student without forward_features gives its features through a hook attached per step
-        tap = FeatureTap(self.student, attach=False) if self.head is not None and not has_feature_api(student) else None
+        needs_tap = self.head is not None and not has_feature_api(student)
+        tap = FeatureTap(self.student, attach=False) if needs_tap else None
         self.ctx = StepContext(self.teacher, self.student, self.head, self.augment, self.bn, tap)
         self.compile_mode = resolve_mode(cfg.compile, self.device)
         self.compiled = make_compiled(self.compile_mode)

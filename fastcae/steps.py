@@ -98,12 +98,7 @@ def generator_step(
         loss.backward()
         return loss.detach(), {"bn": bn, "ce_adv": logit}, images
 
-    if compiled is None:
-        out = forward_backward(generator_loss)
-    else:
-        compiled.mark_step()
-        out = compiled.guarded(lambda: forward_backward(compiled.generator_loss),
-                               lambda: forward_backward(generator_loss))
+    out = forward_backward(generator_loss) if compiled is None else compiled.run("generator_loss", forward_backward)
     if after_backward is not None:
         after_backward()
     optimizer.step()
@@ -148,11 +143,6 @@ def student_step(
         loss.backward()
         return {"kd": kd, "cncl": cncl}
 
-    if compiled is None:
-        terms = forward_backward(student_loss)
-    else:
-        compiled.mark_step()
-        terms = compiled.guarded(lambda: forward_backward(compiled.student_loss),
-                                 lambda: forward_backward(student_loss))
+    terms = forward_backward(student_loss) if compiled is None else compiled.run("student_loss", forward_backward)
     optimizer.step()
     return terms
