@@ -112,6 +112,33 @@ def epoch_section(benches: list[dict]) -> list[str]:
     return [title, ""] + _table(["design", "seconds", "faster than prior"], rows)
 
 
+def hours_section(benches: list[dict]) -> list[str]:
+    """GPU-hours of the CIFAR presets from the measured step times (docs/reproducing.md, section 3): only
+    for the CIFAR-scale steps (ResNet-34 -> ResNet-18, batches of 400 and 512), where they apply."""
+    step = {}
+    for b in benches:
+        info = b["extra_info"]
+        if info.get("scale") != "cifar32":
+            continue
+        backend = _param(b, "backend")
+        if b["name"].startswith("test_generator_step[") and _param(b, "paradigm") == "cae":
+            step.setdefault(backend, {})["g"] = b["stats"]["median"]
+        elif b["name"].startswith("test_student_step["):
+            step.setdefault(backend, {})["s"] = b["stats"]["median"]
+    rows = []
+    for backend, t in step.items():
+        if "g" not in t or "s" not in t:
+            continue
+        for dataset, epochs in (("CIFAR-10", 120), ("CIFAR-100", 220)):
+            warm, post = 20, epochs - 20  # the presets: 20 warm-up epochs of 10 batches, then 2 + 400 per epoch
+            seconds = warm * 10 * 10 * t["g"] + post * (2 * 10 * t["g"] + 400 * t["s"])
+            rows.append([dataset, backend, f"{1e3 * t['g']:.1f}", f"{1e3 * t['s']:.1f}", f"{seconds / 3600:.2f}"])
+    if not rows:
+        return []
+    return ["### Estimated distillation time, cae, ResNet-34 -> ResNet-18 presets (from the step medians)", ""] + (
+        _table(["dataset", "backend", "ms per generator step", "ms per student step", "GPU-hours"], rows))
+
+
 def summarize(path: str) -> str:
     data = json.load(open(path))
     machine = data.get("machine_info", {})
@@ -120,7 +147,8 @@ def summarize(path: str) -> str:
     head = [f"Machine: {machine.get('cuda_device', 'none')} GPU, {machine.get('cpu_threads')} CPU threads "
             f"({cpu}); torch {machine.get('torch')}, "
             f"triton {machine.get('triton')}, Python {machine.get('python')}; {machine.get('date')}.", ""]
-    body = steps_section(benches) + paradigm_section(benches) + pool_section(benches) + epoch_section(benches)
+    body = (steps_section(benches) + hours_section(benches) + paradigm_section(benches) + pool_section(benches)
+            + epoch_section(benches))
     return "\n".join(head + body)
 
 

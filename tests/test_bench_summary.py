@@ -47,3 +47,19 @@ def test_tables_and_ratios(tmp_path):
     assert "| pool-uint8 | 100,000 | 20.00x |" in text
     assert "| fastcae-compiled | 0.50 | 4.00x |" in text
     assert "torch 2.14.1" in text
+    assert "GPU-hours" not in text  # digits-scale steps say nothing about the CIFAR presets
+
+
+def test_gpu_hours_from_cifar_scale_steps(tmp_path):
+    data = {"machine_info": {}, "benchmarks": [
+        _bench("test_generator_step[cae-cudagraphs]", 0.010, {"paradigm": "cae", "backend": "cudagraphs"},
+               scale="cifar32"),
+        _bench("test_student_step[cudagraphs]", 0.020, {"backend": "cudagraphs"}, scale="cifar32"),
+    ]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    text = summarize.summarize(str(path))
+    # CIFAR-10: 20 * 100 * 0.01 + 100 * (20 * 0.01 + 400 * 0.02) = 20 + 820 = 840 s = 0.23 h
+    assert "| CIFAR-10 | cudagraphs | 10.0 | 20.0 | 0.23 |" in text
+    # CIFAR-100: 20 + 200 * 8.2 = 1660 s = 0.46 h
+    assert "| CIFAR-100 | cudagraphs | 10.0 | 20.0 | 0.46 |" in text
