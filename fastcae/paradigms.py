@@ -102,8 +102,8 @@ def _adam(params, lr, betas, **options):
 
 @torch.no_grad()
 def _restart_adam(optimizer: torch.optim.Adam) -> None:
-    """Put ``optimizer`` back in a fresh Adam's state, in place: the same updates as a new
-    ``Adam(...)`` per batch, but one object (a compiled optimiser step is compiled once, not per batch)."""
+    """Put ``optimizer`` back in a fresh Adam's state, in place: the same updates as a new ``Adam(...)`` per
+    batch, without re-allocating its state every batch (and one object for checkpoints to reason about)."""
     for state in optimizer.state.values():
         for value in state.values():
             if isinstance(value, Tensor):
