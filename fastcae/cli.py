@@ -248,6 +248,7 @@ def _cmd_distill(args) -> int:
     if num_classes is None:
         raise SystemExit("give --num-classes or --class-names")
     teacher = load_weights(create_model(teacher_model, num_classes=num_classes, in_chans=shape[0]), args.teacher)
+    torch.manual_seed(int(options.get("seed", DistillConfig.seed)))  # the student's initial weights follow the seed
     student = create_model(student_model, num_classes=num_classes, in_chans=shape[0])
     if args.student_init:
         load_weights(student, args.student_init)

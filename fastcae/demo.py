@@ -39,6 +39,7 @@ def digits_teacher(train: ImageSplit, test: ImageSplit, mean, std, image_size: i
     """The demo teacher: loaded from the cache when a valid one is there, else trained and cached."""
     from safetensors.torch import load_file, save_file
 
+    torch.manual_seed(seed)  # the initial weights too: torch seeds its generator at random at start-up
     model = create_model("digits_teacher", num_classes=10, in_chans=1)
     path = teacher_cache_path(image_size, seed)
     if use_cache and path.exists():

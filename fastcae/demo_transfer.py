@@ -58,6 +58,7 @@ def run_transfer_demo(seeds=(0, 1, 2), epochs: int = 12, image_size: int = 16, o
         tgt_train = few_shot(tgt_train, probe_shots)
     shape = tuple(train.images.shape[1:])
 
+    torch.manual_seed(0)  # the teacher's initial weights (torch seeds itself at random at start-up)
     teacher = create_model("digits_teacher", num_classes=5, in_chans=1)
     train_classifier(teacher, src_train, mean, std, epochs=teacher_epochs, lr=0.05, batch_size=64, device=device, seed=0,
                      progress=progress)

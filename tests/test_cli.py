@@ -29,6 +29,20 @@ def test_cli_distill_writes_student_history_and_config(tmp_path):
     assert (tmp_path / "run" / "checkpoints" / "checkpoint.pt").exists()
 
 
+def test_cli_distill_is_reproducible(tmp_path):
+    """Two processes' worth of runs: the student's initial weights follow --set seed, not torch's random
+    start-up seed, so the same command gives the same student."""
+    teacher = create_model("digits_teacher", num_classes=10, in_chans=1)
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    students = []
+    for run in ("a", "b"):
+        torch.manual_seed(int(run == "b") + 100)  # whatever state the process is in
+        assert main(_args(tmp_path / "teacher.pt", tmp_path / run)) == 0
+        students.append(torch.load(tmp_path / run / "student.pt", weights_only=True))
+    for key in students[0]:
+        torch.testing.assert_close(students[0][key], students[1][key], rtol=0, atol=0)
+
+
 def test_cli_distill_profile_report(tmp_path):
     teacher = create_model("digits_teacher", num_classes=10, in_chans=1)
     torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
