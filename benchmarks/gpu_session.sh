@@ -3,17 +3,19 @@
 # to keep under $OUT (default: ./gpu-out). Run from the repository root on the GPU machine:
 #
 #   bash benchmarks/gpu_session.sh tests     # kernels compiled (no interpreter), compiled loop, CUDA graphs
-#   bash benchmarks/gpu_session.sh steps     # kernel, step, pool benchmarks (+ GPU-hours estimate)
-#   bash benchmarks/gpu_session.sh paradigm  # synthesis cost, time to accuracy, one epoch vs the prior design
+#   bash benchmarks/gpu_session.sh kernels   # the fused ops against eager and compiled, and the pool
+#   bash benchmarks/gpu_session.sh steps     # generator and student steps per backend (+ GPU-hours estimate)
+#   bash benchmarks/gpu_session.sh paradigm  # synthesis cost per kept image, time to accuracy
+#   bash benchmarks/gpu_session.sh epoch     # one CIFAR-scale epoch against the prior design
 #   bash benchmarks/gpu_session.sh profile   # NVML report of a CIFAR-scale run (ResNet-34 -> ResNet-18)
 #
-# The device image has its own torch/triton: install fastcae without dependencies first (part "tests" does).
+# The device image has its own torch/triton: fastcae is installed without dependencies if it is missing.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
 mkdir -p "$OUT"
 PY=${PYTHON:-python}
-part=${1:?"which part: tests | steps | paradigm | profile"}
+part=${1:?"which part: tests | kernels | steps | paradigm | epoch | profile"}
 stamp=$(date +%Y-%m-%d)
 gpu=$($PY -c "import torch; print(torch.cuda.get_device_name(0))" | tr ' /' '__')
 
@@ -26,17 +28,17 @@ case "$part" in
         tests/test_profiling.py 2>&1 | tail -40 > "$OUT/tests.txt"
     tail -3 "$OUT/tests.txt"
     ;;
-  steps)
-    out="$OUT/${gpu}-${stamp}-steps.json"
-    $PY -m pytest benchmarks/test_bench_steps.py benchmarks/test_bench_pool.py benchmarks/test_bench_kd_loss.py \
-        benchmarks/test_bench_bn_stats_loss.py benchmarks/test_bench_supcon.py benchmarks/test_bench_cend_linear.py \
-        --benchmark-only -q -p no:logging --benchmark-json "$out" 2>&1 | tail -5
-    $PY benchmarks/summarize.py "$out" | tee "${out%.json}.md"
-    ;;
-  paradigm)
-    out="$OUT/${gpu}-${stamp}-paradigm.json"
-    $PY -m pytest benchmarks/test_bench_paradigms.py benchmarks/test_bench_epoch.py \
-        --benchmark-only -q -p no:logging --benchmark-json "$out" 2>&1 | tail -5
+  kernels|steps|paradigm|epoch)
+    case "$part" in
+      kernels) files="benchmarks/test_bench_kd_loss.py benchmarks/test_bench_bn_stats_loss.py
+                      benchmarks/test_bench_supcon.py benchmarks/test_bench_cend_linear.py benchmarks/test_bench_pool.py" ;;
+      steps) files="benchmarks/test_bench_steps.py" ;;
+      paradigm) files="benchmarks/test_bench_paradigms.py" ;;
+      epoch) files="benchmarks/test_bench_epoch.py" ;;
+    esac
+    out="$OUT/${gpu}-${stamp}-${part}.json"
+    # shellcheck disable=SC2086
+    $PY -m pytest $files --benchmark-only -q -p no:logging --benchmark-json "$out" 2>&1 | tail -5
     $PY benchmarks/summarize.py "$out" | tee "${out%.json}.md"
     ;;
   profile)
@@ -45,10 +47,11 @@ case "$part" in
 torch.save(create_model('resnet34', num_classes=10).state_dict(), '/tmp/r34.pt')"
     $PY -m fastcae profile --preset cifar10-resnet34-resnet18 --teacher /tmp/r34.pt --out /tmp/profile-run \
         --report "$OUT/profile-cifar10-r34-r18.json" --no-progress \
-        --set epochs=24 --set warmup_epochs=20 --set warmup_synth_batches=2 --set max_seconds=420 2>&1 | tail -30
+        --set epochs=24 --set warmup_epochs=20 --set warmup_synth_batches=2 --set max_seconds=420 \
+        --set text_encoder=random 2>&1 | tail -30
     ;;
   *)
-    echo "unknown part $part: tests | steps | paradigm | profile" >&2
+    echo "unknown part $part: tests | kernels | steps | paradigm | epoch | profile" >&2
     exit 2
     ;;
 esac
