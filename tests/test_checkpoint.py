@@ -20,9 +20,11 @@ def _run(tmp, **kw):
     return distill(teacher, student, checkpoint_dir=tmp, **SHAPE, **{**TINY, **kw}), teacher
 
 
+@pytest.mark.parametrize("compile_mode", [False, "aot_eager"], ids=["eager", "compiled"])
 @pytest.mark.parametrize("paradigm", ["cae", "nayer", "fast"])
-def test_resume_gives_the_same_continuation(tmp_path, monkeypatch, paradigm):
-    straight, _ = _run(tmp_path / "a", paradigm=paradigm, epochs=4, g_life=2)
+def test_resume_gives_the_same_continuation(tmp_path, monkeypatch, paradigm, compile_mode):
+    """Bit-identical, eager or compiled (where the fused optimisers' state goes through the checkpoint)."""
+    straight, _ = _run(tmp_path / "a", paradigm=paradigm, epochs=4, g_life=2, compile=compile_mode)
 
     original = DistillRun.run_epoch
 
@@ -33,9 +35,9 @@ def test_resume_gives_the_same_continuation(tmp_path, monkeypatch, paradigm):
 
     monkeypatch.setattr(DistillRun, "run_epoch", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        _run(tmp_path / "b", paradigm=paradigm, epochs=4, g_life=2)
+        _run(tmp_path / "b", paradigm=paradigm, epochs=4, g_life=2, compile=compile_mode)
     monkeypatch.setattr(DistillRun, "run_epoch", original)
-    resumed, _ = _run(tmp_path / "b", paradigm=paradigm, epochs=4, g_life=2)
+    resumed, _ = _run(tmp_path / "b", paradigm=paradigm, epochs=4, g_life=2, compile=compile_mode)
 
     assert len(resumed.history) == 4
     for (k, a), b in zip(straight.student.state_dict().items(), resumed.student.state_dict().values()):
