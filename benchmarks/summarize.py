@@ -125,14 +125,19 @@ def hours_section(benches: list[dict]) -> list[str]:
             step.setdefault(backend, {})["g"] = b["stats"]["median"]
         elif b["name"].startswith("test_student_step["):
             step.setdefault(backend, {})["s"] = b["stats"]["median"]
+    from fastcae.config import make_config  # the presets' own schedules, so the estimate follows them
+
     rows = []
     for backend, t in step.items():
         if "g" not in t or "s" not in t:
             continue
-        for dataset, epochs in (("CIFAR-10", 120), ("CIFAR-100", 220)):
-            warm, post = 20, epochs - 20  # the presets: 20 warm-up epochs of 10 batches, then 2 + 400 per epoch
-            seconds = warm * 10 * 10 * t["g"] + post * (2 * 10 * t["g"] + 400 * t["s"])
-            rows.append([dataset, backend, f"{1e3 * t['g']:.1f}", f"{1e3 * t['s']:.1f}", f"{seconds / 3600:.2f}"])
+        for dataset in ("cifar10", "cifar100"):
+            c = make_config(preset=f"{dataset}-resnet34-resnet18", paradigm="cae")
+            warm, post, g = c.warmup_epochs, c.epochs - c.warmup_epochs, c.generator_steps
+            seconds = (warm * c.warmup_synth_batches * g * t["g"]
+                       + post * (c.synth_batches * g * t["g"] + c.student_steps * t["s"]))
+            rows.append([f"{dataset} ({c.epochs} epochs)", backend, f"{1e3 * t['g']:.1f}", f"{1e3 * t['s']:.1f}",
+                         f"{seconds / 3600:.2f}"])
     if not rows:
         return []
     return ["### Estimated distillation time, cae, ResNet-34 -> ResNet-18 presets (from the step medians)", ""] + (

@@ -60,6 +60,6 @@ def test_gpu_hours_from_cifar_scale_steps(tmp_path):
     path.write_text(json.dumps(data))
     text = summarize.summarize(str(path))
     # CIFAR-10: 20 * 100 * 0.01 + 100 * (20 * 0.01 + 400 * 0.02) = 20 + 820 = 840 s = 0.23 h
-    assert "| CIFAR-10 | cudagraphs | 10.0 | 20.0 | 0.23 |" in text
+    assert "| cifar10 (120 epochs) | cudagraphs | 10.0 | 20.0 | 0.23 |" in text
     # CIFAR-100: 20 + 200 * 8.2 = 1660 s = 0.46 h
-    assert "| CIFAR-100 | cudagraphs | 10.0 | 20.0 | 0.46 |" in text
+    assert "| cifar100 (220 epochs) | cudagraphs | 10.0 | 20.0 | 0.46 |" in text
