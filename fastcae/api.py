@@ -252,6 +252,8 @@ def _run_epochs(run: DistillRun, checkpoint_dir) -> None:
 
         bar = tqdm(total=cfg.epochs, initial=run.epoch, desc=f"fastcae {cfg.paradigm}", unit="epoch",
                    dynamic_ncols=True)
+        if run.compiled is not None:  # the first epoch includes the compiles: say so rather than look stuck
+            bar.set_postfix_str(f"compiling the steps ({run.compile_mode})")
     try:
         while run.epoch < cfg.epochs:
             record = run.run_epoch(deadline)
