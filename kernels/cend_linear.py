@@ -425,12 +425,9 @@ def cend_linear_forward(
     B, D, O = targets.shape[0], embeddings.shape[1], weight.shape[0]
     dev = weight.device
     stats_dtype = _stats_dtype(weight)
-    emb = embeddings.contiguous()
-    noise_state = noise_state.contiguous()
-    mag = magnitudes.contiguous()
-    tgt = targets.contiguous()
-    src = source_ids.contiguous()
-    bn_weight, bn_bias = bn_weight.contiguous(), bn_bias.contiguous()  # [D] vectors are read with stride 1
+    emb, noise_state, mag, tgt, src, bn_weight, bn_bias = (
+        t.contiguous() for t in (embeddings, noise_state, magnitudes, targets, source_ids, bn_weight, bn_bias)
+    )  # the kernels read rows of emb / mag and the [D] vectors with stride 1
     acc = _acc_dtype(weight)
     mag_per_dim = mag.dim() == 2
     if use_batch_stats:
@@ -477,12 +474,9 @@ def cend_linear_backward(
     if grad_out.shape != (B, O):
         raise ValueError(f"cend_linear: grad_out must be [{B}, {O}], got {tuple(grad_out.shape)}")
     dev = weight.device
-    emb = embeddings.contiguous()
-    noise_state = noise_state.contiguous()
-    mag = magnitudes.contiguous()
-    tgt = targets.contiguous()
-    src = source_ids.contiguous()
-    bn_weight, bn_bias = bn_weight.contiguous(), bn_bias.contiguous()  # [D] vectors are read with stride 1
+    emb, noise_state, mag, tgt, src, bn_weight, bn_bias = (
+        t.contiguous() for t in (embeddings, noise_state, magnitudes, targets, source_ids, bn_weight, bn_bias)
+    )  # the kernels read rows of emb / mag and the [D] vectors with stride 1
     acc = _acc_dtype(weight)
     mag_per_dim = mag.dim() == 2
     precision = _dot_precision(weight)
