@@ -7,8 +7,8 @@
 Reference: ``fastcae.cend.cend_linear_reference(..., noise=counter_noise(seed, offset, source_ids, D), ...)``,
 including F.batch_norm's in-place running-stat update when training (done by the Python wrapper from the batch
 statistics the op returns). The noise ``q`` and the diffused ``v`` (and ``y``) live only in registers: they
-are regenerated from Philox counters wherever needed (``tl.randint4x`` gives ``tl.rand``'s and ``tl.randn``'s
-words in one Philox call), so no ``[B, D]`` float tensor is ever allocated.
+are regenerated from Philox counters wherever needed (one ``tl.philox`` call, as ``tl.randint4x`` makes it, gives
+``tl.rand``'s and ``tl.randn``'s words), so no ``[B, D]`` float tensor is ever allocated.
 
 Shapes: embeddings [C, D], targets / source_ids [B] int64, magnitudes [N] or [N, D], scale 0-d, bn params and
 running stats [D], weight [O, D], bias [O]. Gradients flow to bn_weight, bn_bias, weight and bias (``v`` is a
@@ -90,7 +90,12 @@ def _cend_noise(seed, counters, src):
     Equals ``transform_uniform(tl.rand(seed, c), tl.randn(seed, c), s)``: both come from the same Philox call
     (``tl.rand`` keeps word 0; ``tl.randn`` is Box-Muller on words 0 and 1).
     """
-    w0, w1, _, _ = tl.randint4x(seed, counters)
+    # tl.randint4x(seed, counters) as Triton >= 3.4 computes it for int64 counters (and fastcae.rng mirrors):
+    # Philox-4x32 on (lo32, hi32, 0, 0). Spelled out because Triton 3.2/3.3's randint4x runs a 64-bit Philox on
+    # int64 counters instead (other numbers, and 64-bit words that _word_to_uniform cannot take).
+    lo = counters.to(tl.uint32)
+    zero = lo * 0
+    w0, w1, _, _ = tl.philox(seed, lo, (counters >> 32).to(tl.uint32), zero, zero)
     u = _word_to_uniform(w0)
     u1 = tl.maximum(1.0e-7, u)
     u2 = _word_to_uniform(w1)
@@ -190,7 +195,9 @@ def _cend_y_tile(
     v = _cend_v_tile(emb_ptr, mag_ptr, scale, seed, offset, rows, cols, tgt, src, row_mask, col_mask, D,
                      stride_ec, stride_mn, MAG_PER_DIM).to(ACC)
     mean = tl.load(mean_ptr + cols, mask=col_mask, other=0.0).to(ACC)
-    var = tl.load(var_ptr + cols, mask=col_mask, other=1.0).to(ACC)
+    # other=0.0, not 1.0: masked columns are zeroed below either way, and a non-zero fill here breaks Triton
+    # 3.2's layout propagation for fp32 "ieee" dots ('arith.select' shape mismatch).
+    var = tl.load(var_ptr + cols, mask=col_mask, other=0.0).to(ACC)
     rstd = 1.0 / tl.sqrt(var + eps)
     out = (v - mean[None, :]) * rstd[None, :]
     if AFFINE:
@@ -218,7 +225,7 @@ def _cend_linear_fwd_kernel(
     offset = tl.load(noise_state_ptr + 1)
     pid_b = tl.program_id(0)
     pid_o = tl.program_id(1)
-    eps = tl.to_tensor(eps).to(ACC)
+    eps = tl.cast(eps, ACC)  # a Python float under the interpreter; Triton <= 3.6 exports no tl.to_tensor
     rows = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     ocols = pid_o.to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     row_mask = rows < B
@@ -261,7 +268,7 @@ def _cend_linear_bwd_bn_kernel(
     pid_b = tl.program_id(0)
     pid_d = tl.program_id(1)
     pid_s = tl.program_id(2)
-    eps = tl.to_tensor(eps).to(ACC)
+    eps = tl.cast(eps, ACC)  # a Python float under the interpreter; Triton <= 3.6 exports no tl.to_tensor
     rows = pid_b.to(tl.int64) * BLOCK_B + tl.arange(0, BLOCK_B)
     cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     row_mask = rows < B
@@ -305,7 +312,7 @@ def _cend_linear_bwd_w_kernel(
     offset = tl.load(noise_state_ptr + 1)
     pid_o = tl.program_id(0)
     pid_d = tl.program_id(1)
-    eps = tl.to_tensor(eps).to(ACC)
+    eps = tl.cast(eps, ACC)  # a Python float under the interpreter; Triton <= 3.6 exports no tl.to_tensor
     ocols = pid_o.to(tl.int64) * BLOCK_O + tl.arange(0, BLOCK_O)
     cols = pid_d * BLOCK_D + tl.arange(0, BLOCK_D)
     o_mask = ocols < O
