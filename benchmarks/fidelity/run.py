@@ -1,0 +1,157 @@
+"""Run the fidelity suite: distil every case with only a time budget given, as a new user would.
+
+    python -m benchmarks.fidelity.run                       # all cases, budgets 60 and 240 s, seeds 0 1 2
+    python -m benchmarks.fidelity.run --cases mbv3-grey32 --budgets 60 --seeds 0
+    python -m benchmarks.fidelity.run --recipe digits        # the README's old advice: preset="digits"
+
+Per case: train (or load the cached) teacher, then per budget and seed ``distill(teacher, student,
+class_names, image_shape=..., mean=..., std=..., max_seconds=budget, seed=seed)`` with nothing else, and
+score the student on the held-out split. The noise-input baseline (KD on uniform noise, the same number of
+student steps, no generator) runs once per case and budget. Results are written after every run to the
+JSON file (``--out``), so a cut-off suite keeps what it measured; ``--table`` prints the Markdown table of
+an existing file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import hashlib
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from fastcae import __version__, distill
+from fastcae.demo import noise_kd_baseline
+from fastcae.embeddings import default_cache_dir
+from fastcae.evaluate import accuracy
+from fastcae.teacher import train_classifier
+
+from .cases import CASES, Case
+
+RECIPES = {
+    "default": {},  # only the budget: what fastcae plans by itself
+    "digits": {"preset": "digits"},  # the README's advice before the budget planner
+}
+
+
+def teacher_path(case: Case) -> Path:
+    key = hashlib.sha256(f"{case.name}:{case.teacher_epochs}:{case.teacher_lr}:{case.data}".encode()).hexdigest()[:10]
+    return default_cache_dir().parent / "fidelity" / f"{case.name}-{key}.safetensors"
+
+
+def load_teacher(case: Case, train, mean, std, progress: bool) -> tuple[torch.nn.Module, float]:
+    """The case's teacher from the cache, else trained (seed 0) and cached; returns (model, seconds)."""
+    from safetensors.torch import load_file, save_file
+
+    torch.manual_seed(0)
+    model = case.make_teacher()
+    path = teacher_path(case)
+    if path.exists():
+        model.load_state_dict(load_file(str(path)))
+        return model.eval(), 0.0
+    start = time.perf_counter()
+    train_classifier(model, train, mean, std, epochs=case.teacher_epochs, lr=case.teacher_lr, batch_size=64,
+                     seed=0, progress=progress)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    return model.eval(), time.perf_counter() - start
+
+
+def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, progress: bool,
+             options: dict | None = None) -> dict:
+    train, test = case.data.load()
+    mean, std = train.channel_stats()
+    teacher, teacher_seconds = load_teacher(case, train, mean, std, progress)
+    teacher_acc = accuracy(teacher, test.images, test.labels, mean, std)
+    torch.manual_seed(seed)
+    student = case.make_student()
+    start = time.perf_counter()
+    result = distill(teacher, student, case.data.class_names, image_shape=tuple(train.images.shape[1:]), mean=mean,
+                     std=std, max_seconds=budget, seed=seed, progress=progress, **RECIPES[recipe],
+                     **(options or {}))
+    seconds = time.perf_counter() - start
+    student_acc = accuracy(result.student, test.images, test.labels, mean, std)
+    steps = sum(h.get("student_steps", 0) for h in result.history)
+    record = {
+        "case": case.name, "budget": budget, "seed": seed, "recipe": recipe, "options": options or {},
+        "teacher": teacher_acc, "student": student_acc, "distill_seconds": seconds, "student_steps": steps,
+        "epochs_run": len(result.history), "teacher_train_seconds": teacher_seconds,
+        "plan": getattr(result, "plan", None), "last": result.history[-1] if result.history else None,
+    }
+    if baseline:
+        torch.manual_seed(seed)
+        base = noise_kd_baseline(teacher, case.make_student(), mean, std, steps=max(steps, 1),
+                                 batch_size=result.config.student_batch_size, temperature=result.config.temperature,
+                                 lr=result.config.lr_s, image_shape=tuple(train.images.shape[1:]), seed=seed)
+        record["noise_baseline"] = accuracy(base, test.images, test.labels, mean, std)
+    return record
+
+
+def machine() -> dict:
+    return {"date": datetime.date.today().isoformat(), "python": platform.python_version(), "torch": torch.__version__,
+            "fastcae": __version__, "cpu": platform.processor() or platform.machine(),
+            "threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu"}
+
+
+def table(records: list[dict]) -> str:
+    """Markdown: one row per case and budget, mean and spread (min-max) over seeds, in percent."""
+    groups: dict[tuple, list[dict]] = {}
+    for r in records:
+        recipe = r["recipe"] + "".join(f" {k}={v}" for k, v in sorted(r.get("options", {}).items()))
+        groups.setdefault((recipe, r["case"], r["budget"]), []).append(r)
+    lines = ["| recipe | case | budget | student % (mean, min-max) | teacher % | gap | noise baseline % | seeds |",
+             "|---|---|---|---|---|---|---|---|"]
+    for (recipe, name, budget), rs in sorted(groups.items()):
+        accs = [100 * r["student"] for r in rs]
+        mean = statistics.fmean(accs)
+        teacher = 100 * rs[0]["teacher"]
+        base = [100 * r["noise_baseline"] for r in rs if "noise_baseline" in r]
+        lines.append(f"| {recipe} | {name} | {budget:.0f} s | {mean:.1f} ({min(accs):.1f}-{max(accs):.1f}) | "
+                     f"{teacher:.1f} | {teacher - mean:.1f} | {statistics.fmean(base) if base else float('nan'):.1f} "
+                     f"| {len(rs)} |")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--cases", nargs="*", default=list(CASES), choices=list(CASES))
+    p.add_argument("--budgets", nargs="*", type=float, default=[60.0, 240.0])
+    p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
+    p.add_argument("--recipe", default="default", choices=list(RECIPES))
+    p.add_argument("--out", default=None, help="JSON file (appended to if it exists)")
+    p.add_argument("--progress", action="store_true")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a distill option for every run (experiments; the suite itself gives none)")
+    p.add_argument("--table", default=None, help="print the table of this JSON file and exit")
+    args = p.parse_args(argv)
+    if args.table:
+        print(table(json.loads(Path(args.table).read_text())["runs"]))
+        return 0
+    torch.set_num_threads(min(2, torch.get_num_threads()))
+    options = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v
+               for k, _, v in (item.partition("=") for item in args.set)}
+    out = Path(args.out or f"benchmarks/results/fidelity-{args.recipe}-{datetime.date.today().isoformat()}.json")
+    doc = json.loads(out.read_text()) if out.exists() else {"machine": machine(), "runs": []}
+    for name in args.cases:
+        for budget in args.budgets:
+            for i, seed in enumerate(args.seeds):
+                record = run_case(CASES[name], budget, seed, args.recipe, baseline=(i == 0), progress=args.progress,
+                                  options=options)
+                doc["runs"].append(record)
+                out.parent.mkdir(parents=True, exist_ok=True)
+                out.write_text(json.dumps(doc, indent=1, default=str))
+                print(f"{name:<22} {budget:>5.0f} s seed {seed}: student {100 * record['student']:.1f}% "
+                      f"teacher {100 * record['teacher']:.1f}% in {record['distill_seconds']:.0f} s "
+                      f"({record['epochs_run']} epochs)", flush=True)
+    print(table(doc["runs"]))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
