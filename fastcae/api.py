@@ -21,6 +21,7 @@ from .bn_hooks import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .embeddings import class_embeddings
 from .loop import DistillRun, EvalSet
+from .plan import describe_estimate, synthesis_defaults, explicit_schedule, measure_costs, plan_schedule, warn_if_over
 from .pool import SyntheticPool
 from .presets import DATASETS, get_preset, is_pair_preset
 
@@ -39,6 +40,11 @@ class DistillResult:
     pool: SyntheticPool  # the synthetic images the student learned from, with labels and source ids
     class_names: list[str] = field(default_factory=list)
     compile_mode: str = "eager"  # how the steps ran: "eager", "inductor", "cudagraphs" or "aot_eager"
+
+    @property
+    def plan(self) -> dict | None:
+        """What the budget planner chose and measured (None when the schedule was given explicitly)."""
+        return self.config.plan
 
     @property
     def accuracy(self) -> float | None:
@@ -159,6 +165,7 @@ def distill(
             ``device="cuda"``, ``seed=1``, ``compile=True`` (``fastcae.compiled``: torch.compile the steps, under
             CUDA graphs on a GPU, the default there; eager on CPU unless asked).
     """
+    started = time.perf_counter()  # the budget counts from here: step-cost measurement included
     encoder_obj = None
     if text_encoder is not None:
         if isinstance(text_encoder, str):
@@ -168,6 +175,7 @@ def distill(
             options["text_encoder"] = "tensor" if isinstance(text_encoder, Tensor) else getattr(
                 text_encoder, "name", type(text_encoder).__name__)
     cfg = make_config(preset, config, **options)
+    planned = cfg.max_seconds is not None and not explicit_schedule(preset, config, options)
     pair = get_preset(preset) if is_pair_preset(preset) else None
     if pair is not None:
         image_shape = pair.image_shape if image_shape is None else image_shape
@@ -215,6 +223,8 @@ def distill(
         embeddings = class_embeddings(class_names, encoder=cfg.text_encoder, prompt=cfg.prompt,
                                       cache_dir=cfg.embedding_cache, allow_random_fallback=cfg.allow_random_fallback)
 
+    cfg = _schedule(cfg, planned, set(options), checkpoint_dir, teacher, student, embeddings, image_shape, mean,
+                    std, device, width, started)
     torch.manual_seed(cfg.seed)
     run = DistillRun(cfg, teacher, student, embeddings, image_shape, mean, std, device, evalset)
     if checkpoint_dir is not None:
@@ -228,11 +238,16 @@ def distill(
                 "num_classes": width}
         with profile_session(profile, device_index=device.index or 0, meta=meta) as recorder:
             run.recorder = recorder
-            _run_epochs(run, checkpoint_dir)
-            meta["compile_mode"] = run.effective_compile_mode
+            try:
+                _run_epochs(run, checkpoint_dir, started)
+            finally:
+                meta["compile_mode"] = run.effective_compile_mode
+                meta["plan"] = run.cfg.plan
+                meta["health"] = [{k: h.get(k) for k in ("epoch", "phase", "g_bn", "agreement", "diversity")}
+                                  for h in run.history]
         run.recorder = None
     else:
-        _run_epochs(run, checkpoint_dir)
+        _run_epochs(run, checkpoint_dir, started)
 
     student.eval()
     for p in student.parameters():
@@ -241,10 +256,52 @@ def distill(
                          pool=run.pool, class_names=class_names, compile_mode=run.effective_compile_mode)
 
 
-def _run_epochs(run: DistillRun, checkpoint_dir) -> None:
+def _say(cfg: DistillConfig, text: str) -> None:
+    if cfg.progress:
+        import sys
+
+        print(text, file=sys.stderr, flush=True)
+
+
+def _schedule(cfg: DistillConfig, planned: bool, given: set[str], checkpoint_dir, teacher, student, embeddings,
+              image_shape, mean, std, device, num_classes: int, started: float) -> DistillConfig:
+    """The run's schedule: planned for the budget, taken from the checkpoint being resumed, or the user's.
+
+    Step costs are measured (on copies, with the random state restored) when a schedule is planned, when an
+    explicit schedule has a budget to check against, and when a bar is shown (to print the estimate).
+    """
+    if planned and checkpoint_dir is not None:
+        saved = ckpt.saved_config(checkpoint_dir)
+        if saved is not None and saved.plan is not None:  # a resumed run follows the plan it started with
+            return cfg.replace(plan=saved.plan, **saved.plan["schedule"], **saved.plan.get("synthesis", {}))
+    if not (planned or cfg.max_seconds is not None or cfg.progress):
+        return cfg
+    teacher.eval()  # frozen as the run will freeze it: measuring must not move its BN statistics
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    chosen = {}
+    if planned:
+        chosen = synthesis_defaults(cfg, given, image_shape, device, teacher, mean, std)
+        cfg = cfg.replace(**chosen)
+    costs = measure_costs(cfg, teacher, student, embeddings, image_shape, mean, std, device)
+    spent = time.perf_counter() - started
+    if planned:
+        plan = plan_schedule(cfg, costs, cfg.max_seconds, overhead=spent, num_classes=num_classes)
+        plan.synthesis = chosen
+        cfg = cfg.replace(plan=plan.to_dict(), **plan.schedule)
+        cfg.validate()
+        _say(cfg, plan.describe())
+        return cfg
+    estimate = describe_estimate(cfg, costs, overhead=spent)
+    _say(cfg, estimate.describe())
+    warn_if_over(estimate, cfg)
+    return cfg
+
+
+def _run_epochs(run: DistillRun, checkpoint_dir, started: float | None = None) -> None:
     """The outer loop: epochs with a progress bar, a wall-time budget and checkpoints."""
     cfg = run.cfg
-    start = time.perf_counter()
+    start = time.perf_counter() if started is None else started
     deadline = None if cfg.max_seconds is None else start + max(cfg.max_seconds - run.elapsed, 0.0)
     bar = None
     if cfg.progress:
@@ -260,7 +317,9 @@ def _run_epochs(run: DistillRun, checkpoint_dir) -> None:
             if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs):
                 ckpt.save(checkpoint_dir, run.state_dict(), cfg)
             if bar is not None:
-                post = {"imgs": record["images_synthesized"]}
+                post = {"imgs": record["images_synthesized"], "bn": f"{record.get('g_bn', 0.0):.2f}"}
+                if "agreement" in record:
+                    post["agree"] = f"{100 * record['agreement']:.0f}%"
                 if "kd" in record:
                     post["kd"] = f"{record['kd']:.3f}"
                 if record.get("accuracy") is not None:

@@ -73,6 +73,18 @@ def check_compatible(payload: dict, cfg: DistillConfig, path) -> None:
                               + "; ".join(diffs) + "): resume with the same settings or use a new directory")
 
 
+def saved_config(directory) -> DistillConfig | None:
+    """The configuration of the newest readable checkpoint in ``directory`` (None if there is none)."""
+    directory = Path(directory)
+    for path in (directory / LATEST, directory / PREVIOUS):
+        if path.exists():
+            try:
+                return DistillConfig.from_dict(_read(path, "cpu")["config"])
+            except (CheckpointError, TypeError, ValueError):
+                continue
+    return None
+
+
 def load(directory, cfg: DistillConfig, device="cpu") -> dict | None:
     """The newest usable checkpoint's payload in ``directory``, or None if there is none.
 

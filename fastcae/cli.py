@@ -147,6 +147,9 @@ def build_parser() -> argparse.ArgumentParser:
                                       "presets) fills in the models, classes, image shape and mean/std; explicit "
                                       "flags override it.")
     _add_distill_args(dist)
+    dist.add_argument("--budget", type=float, default=None, metavar="SECONDS",
+                      help="wall-time budget: without a preset or schedule flags, a schedule is planned to finish "
+                           "within it on this device (same as --set max_seconds=SECONDS)")
     dist.add_argument("--profile", default=None, metavar="REPORT.json",
                       help="write a throughput report (JSON + Markdown + PNG; GPU metrics via NVML when present)")
 
@@ -234,6 +237,8 @@ def _cmd_distill(args) -> int:
         if not sep or key not in names:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE with KEY a DistillConfig field")
         options[key] = _parse_value(value)
+    if getattr(args, "budget", None) is not None and args.command == "distill":
+        options["max_seconds"] = args.budget
     pair = get_preset(args.preset) if args.preset in PAIR_PRESETS else None
     teacher_model = args.teacher_model or (pair.teacher if pair else None)
     student_model = args.student_model or (pair.student if pair else None)

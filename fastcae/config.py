@@ -34,7 +34,8 @@ class DistillConfig:
     student_batch_size: int = 512  # 256 on Tiny-ImageNet
     g_steps: int | None = None  # generator steps per synthesis batch; None: DEFAULT_G_STEPS[paradigm]
     g_life: int = 10  # re-create the generator (and its optimiser) every g_life epochs
-    max_seconds: float | None = None  # stop after this much wall time (checked between student steps)
+    max_seconds: float | None = None  # wall-time budget; without an explicit schedule, one is planned to fit it
+    plan: dict | None = None  # what fastcae.plan chose and measured (recorded, not a knob; None: not planned)
 
     # --- generator ----------------------------------------------------------------------------------
     generator_width: int = 64  # ngf: the body runs at 2*ngf then ngf channels (128 -> 64, as NAYER)
@@ -73,7 +74,9 @@ class DistillConfig:
     lr_min: float = 2e-4  # cosine decay floor over the post-warm-up epochs
 
     # --- augmentation -----------------------------------------------------------------------------------
-    flip: bool = True  # random horizontal flip (turn off for digits, text, anything with a handedness)
+    # random horizontal flip (off for digits, text, anything with a handedness); None: decided after the warm-up
+    # from the teacher (fastcae.health.flip_consistency), what a planned run does unless flip is given
+    flip: bool | None = True
     crop_padding: int | None = None  # random-crop padding; None: H // 8 (4 at 32x32)
 
     # --- pool (decision, METHOD.md 5.5) ---------------------------------------------------------------
@@ -141,6 +144,8 @@ class DistillConfig:
         if self.compile not in (None, True, False) and self.compile not in MODES:
             raise ValueError(f"compile={self.compile!r} is not a compile mode; use True, False, None (auto) or "
                              f"one of {', '.join(MODES)}")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be a positive number of seconds, got {self.max_seconds}")
         for name in ("bn_weight", "ce_weight", "adv_weight", "cncl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

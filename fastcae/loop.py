@@ -22,6 +22,7 @@ from .bn_hooks import BNStatsLoss
 from .compiled import make_compiled, optimizer_options, resolve_mode
 from .config import DistillConfig
 from .evaluate import accuracy
+from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consistency
 from .models.features import FeatureTap, has_feature_api, num_features
 from .paradigms import create_synthesizer
 from .pool import SyntheticPool
@@ -73,7 +74,8 @@ class DistillRun:
             p.requires_grad_(False)
         self.student = student.to(self.device)
         padding = cfg.crop_padding if cfg.crop_padding is not None else self.image_shape[1] // 8
-        self.augment = Augment(mean, std, padding=padding, flip=cfg.flip).to(self.device)
+        # flip=None: no flip while the warm-up synthesises, then the teacher decides (decide_flip)
+        self.augment = Augment(mean, std, padding=padding, flip=bool(cfg.flip)).to(self.device)
         self.bn = BNStatsLoss(self.teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None
         self.head = None
         if cfg.cncl_weight > 0:
@@ -98,6 +100,7 @@ class DistillRun:
         self.images_synthesized = 0
         self.elapsed = 0.0  # seconds of training, summed across resumes
         self.recorder = None  # a fastcae.profiling.PhaseRecorder when profiling (distill(profile=...))
+        self.health = HealthMonitor()
 
     @property
     def effective_compile_mode(self) -> str:
@@ -133,7 +136,7 @@ class DistillRun:
                 for p in module.parameters():
                     p.requires_grad_(trainable)
 
-    def synthesize(self, epoch: int) -> dict[str, float]:
+    def synthesize(self, epoch: int, deadline: float | None = None) -> dict[str, float]:
         cfg = self.cfg
         warm = epoch < cfg.warmup_epochs
         n_batches = cfg.warmup_synth_batches if warm else cfg.synth_batches
@@ -141,7 +144,7 @@ class DistillRun:
         self._set_student_trainable(False)  # student frozen (eval) while the generator learns
         progress = max(epoch - cfg.warmup_epochs, 0) / max(cfg.epochs - cfg.warmup_epochs, 1)
         self.synth.set_progress(progress)
-        totals = None
+        totals, done = None, 0
         with self._phase("synthesis"):
             for _ in range(n_batches):
                 batch = self.synth.synthesize(adv_weight)
@@ -149,9 +152,14 @@ class DistillRun:
                 self.images_synthesized += batch.images.shape[0]
                 if self.recorder is not None:
                     self.recorder.add(images=batch.images.shape[0], steps=cfg.generator_steps)
-                terms = self.synth.last_terms
+                terms = dict(self.synth.last_terms)
+                terms.update(batch_health(self.teacher, self.augment.normalize, batch.images, batch.labels,
+                                          self.synth.num_classes))
                 totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
-        return {k: float(v) / n_batches for k, v in (totals or {}).items()}
+                done += 1
+                if deadline is not None and time.perf_counter() > deadline:
+                    break  # a budget cut: the epoch's remaining batches are skipped
+        return {k: float(v) / done for k, v in (totals or {}).items()}
 
     def train_student(self, epoch: int, deadline: float | None) -> dict[str, float]:
         cfg = self.cfg
@@ -195,9 +203,11 @@ class DistillRun:
         if epoch > 0 and epoch % cfg.g_life == 0:
             self.synth.reset()
         record = {"epoch": epoch + 1, "phase": "warmup" if epoch < cfg.warmup_epochs else "distill"}
-        g_terms = self.synthesize(epoch)
+        g_terms = self.synthesize(epoch, deadline)
+        health = {k: g_terms.pop(k) for k in ("agreement", "diversity") if k in g_terms}
         self._check_finite(g_terms, epoch + 1, "synthesis")
         record.update({f"g_{k}": v for k, v in g_terms.items()})
+        record.update(health)
         if epoch >= cfg.warmup_epochs:
             record.update(self.train_student(epoch, deadline))
         self.elapsed += time.perf_counter() - start
@@ -206,9 +216,24 @@ class DistillRun:
         if self.eval_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopping):
             acc = self.evaluate()
         record.update({"seconds": self.elapsed, "images_synthesized": self.images_synthesized, "accuracy": acc})
+        if epoch == 0 and cfg.plan is not None:
+            record["plan"] = cfg.plan
+        if cfg.flip is None and epoch + 1 == max(cfg.warmup_epochs, 1):
+            record.update(self.decide_flip())
+        self.health.check(record, warm=epoch < cfg.warmup_epochs)
         self.history.append(record)
         self.epoch += 1
         return record
+
+    def decide_flip(self) -> dict:
+        """flip=None: turn the flip augmentation on iff the teacher labels mirrored images as the originals."""
+        images, _, _ = self.pool.tensors()
+        teacher_mode = self.teacher.training
+        self.teacher.eval()
+        consistency = flip_consistency(self.teacher, self.augment.normalize, images[-512:].to(self.device))
+        self.teacher.train(teacher_mode)
+        self.augment.flip = consistency >= FLIP_CONSISTENT
+        return {"flip_consistency": consistency, "flip": self.augment.flip}
 
     # --- checkpoint state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
@@ -227,6 +252,7 @@ class DistillRun:
             "bn": self.bn.state_dict() if self.bn is not None else None,
             "pool": self.pool.state_dict(),
             "rng": rng,
+            "flip": self.augment.flip,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -242,6 +268,7 @@ class DistillRun:
         self.elapsed = float(state["elapsed"])
         self.images_synthesized = int(state["images_synthesized"])
         self.history = list(state["history"])
+        self.augment.flip = bool(state.get("flip", self.augment.flip))
         rng = state["rng"]
         torch.set_rng_state(rng["torch"])
         random.setstate((3, tuple(rng["python"]), None))

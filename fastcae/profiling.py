@@ -359,6 +359,16 @@ def _markdown(report: dict) -> str:
     else:
         lines.append(f"GPU metrics were unavailable ({report['gpu_metrics'].removeprefix('unavailable: ')}); "
                      f"only the loop's own throughput is reported.")
+    health = meta.get("health") or []
+    if health:
+        lines += ["", "Synthesis health per epoch (BN-statistics loss; how often the teacher labels a kept image as "
+                  "the class it was made for; mean within-class pixel std of kept images):", "",
+                  "| epoch | phase | BN loss | agreement % | diversity |", "|---|---|---|---|---|"]
+        shown = health if len(health) <= 12 else health[:4] + health[-8:]
+        for h in shown:
+            agree = h.get("agreement")
+            lines.append(f"| {h['epoch']} | {h.get('phase', '')} | {_fmt(h.get('g_bn'), 3)} | "
+                         f"{_fmt(None if agree is None else 100 * agree)} | {_fmt(h.get('diversity'), 3)} |")
     return "\n".join(lines) + "\n"
 
 

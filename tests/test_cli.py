@@ -51,6 +51,9 @@ def test_cli_distill_profile_report(tmp_path):
     history = json.loads((tmp_path / "run" / "history.json").read_text())
     assert json.loads(report.read_text())["phases"]["synthesis"]["images"] == history[-1]["images_synthesized"]
     assert report.with_suffix(".md").exists() and report.with_suffix(".png").exists()
+    health = json.loads(report.read_text())["meta"]["health"]
+    assert [h["agreement"] for h in health] == [h["agreement"] for h in history]
+    assert "Synthesis health per epoch" in report.with_suffix(".md").read_text()
 
 
 def test_cli_profile_prints_the_summary(tmp_path, capsys):
@@ -87,3 +90,15 @@ def test_cli_unknown_model_lists_known(tmp_path, capsys):
     args[args.index("digits_teacher")] = "resnet9000"
     assert main(args) == 2
     assert "known models" in capsys.readouterr().err
+
+
+def test_cli_budget_plans_a_schedule_and_bad_budgets_are_named(tmp_path, capsys):
+    teacher = create_model("digits_teacher", num_classes=10, in_chans=1)
+    torch.save(teacher.state_dict(), tmp_path / "teacher.pt")
+    base = ["distill", "--teacher", str(tmp_path / "teacher.pt"), "--teacher-model", "digits_teacher",
+            "--student-model", "digits_student", "--num-classes", "10", "--image-shape", "1,8,8", "--mean", "0.5",
+            "--std", "0.5", "--set", "text_encoder=random", "--set", "device=cpu", "--no-progress"]
+    assert main([*base, "--out", str(tmp_path / "bad"), "--budget", "-5"]) == 2
+    assert "max_seconds must be a positive number" in capsys.readouterr().err
+    assert main([*base, "--out", str(tmp_path / "tiny"), "--budget", "0.5"]) == 2
+    assert "at least" in capsys.readouterr().err  # the minimum that would work on this machine

@@ -1,0 +1,367 @@
+"""Plan a schedule that finishes inside the user's wall-time budget, from step costs measured on this device.
+
+Why: a budget that only *stops* a run cuts it in the middle of its learning-rate cosine, so the student
+never gets its low-learning-rate phase, and NAYER's CIFAR schedule (120 epochs of 400 steps at batch 512)
+takes days on a CPU without saying so. Here a few generator and student steps are timed at the run's real
+shapes, on the run's device (``measure_costs``; the time counts against the budget), and ``plan_schedule``
+picks the batch sizes, warm-up, epochs, synthesis batches and student steps so that warm-up, the cosine and
+the noise schedule all end by the deadline. The measurement runs on copies and restores the random state,
+so the planned run is the same as one given that schedule explicitly (``distill(config=result.config)``).
+
+The shares below were chosen on the fidelity suite (``benchmarks/fidelity``), never on one case:
+- warm-up gets ``WARMUP_SHARE`` of the time: enough generator steps to lower the BN-statistics loss and
+  make the generator class-conditional before the student learns from its images;
+- after warm-up, synthesis gets ``SYNTH_SHARE`` of each epoch (fresh, adversarial images), the student the
+  rest;
+- about ``TARGET_EPOCHS`` post-warm-up epochs, so the per-epoch cosine is smooth, each of 20 to 400 steps;
+- the generator is never re-created inside a planned run (re-creating it threw away the progress of the
+  BN-statistics loss on deep teachers, and a budget has no time to win it back).
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import time
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import torch
+from torch import Tensor, nn
+
+from .config import DistillConfig
+
+# The fields a plan sets; a user who sets any of them (or a preset, or a full config) keeps their schedule.
+SCHEDULE_FIELDS = ("epochs", "warmup_epochs", "warmup_synth_batches", "synth_batches", "student_steps",
+                   "synth_batch_size", "student_batch_size", "g_life", "lr_s")
+
+WARMUP_SHARE = 0.2  # of the usable budget: synthesis only
+SYNTH_SHARE = 0.25  # of each post-warm-up epoch: synthesis with the adversarial term (NAYER spends ~20%)
+TARGET_EPOCHS = 40  # post-warm-up epochs, when the budget allows 20+ student steps per epoch
+MIN_EPOCHS = 4  # fewer cannot be called a schedule
+MIN_WARMUP_STEPS = 40  # generator steps below which synthesis has not started to work on any teacher tried
+MIN_EPOCH_STEPS = 10  # student steps per epoch, at least
+MAX_EPOCH_STEPS = 400  # NAYER's epoch length; longer budgets get more epochs
+SAFETY = 0.9  # share of the remaining time planned (timing noise, evaluation, the final epoch's overrun)
+SYNTH_BATCHES = (400, 256, 200, 128, 64)  # candidates, largest first
+STUDENT_BATCHES = (512, 256, 128)
+LR_PER_512 = 0.2  # NAYER's student lr at batch 512, scaled linearly with the batch size
+
+
+class BudgetTooSmall(ValueError):
+    """The budget cannot fit even the warm-up and a minimal student phase on this device."""
+
+
+@dataclass
+class StepCosts:
+    """Seconds per step at the measured batch sizes (warm: synthesis without the adversarial term)."""
+
+    generator_warm: dict[int, float]  # synth batch size -> s per generator step
+    generator_adv: dict[int, float]
+    student: dict[int, float]  # student batch size -> s per student step
+    measured_seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
+
+    def at(self, table: dict[int, float], batch: int) -> float:
+        """Linear in the batch size through the measured points (the cost of a step is mostly per image)."""
+        sizes = sorted(table)
+        if len(sizes) == 1:
+            return table[sizes[0]] * batch / sizes[0]
+        (b0, b1) = sizes[0], sizes[-1]
+        slope = (table[b1] - table[b0]) / (b1 - b0)
+        return max(table[b0] + slope * (batch - b0), table[b0] * batch / b0 * 0.25)
+
+
+@dataclass
+class Plan:
+    """What the planner chose and why: the schedule (``DistillConfig`` fields) and its time estimate."""
+
+    budget: float | None
+    schedule: dict
+    estimate_seconds: float
+    generator_steps: int
+    costs: dict
+    reasons: list[str]
+    synthesis: dict = field(default_factory=dict)  # the synthesis_defaults the plan chose, recorded with it
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def describe(self) -> str:
+        s = self.schedule
+        post = s["epochs"] - s["warmup_epochs"]
+        lines = [
+            f"fastcae plan: {s['warmup_epochs']} warm-up epoch(s) x {s['warmup_synth_batches']} synthesis batches, then "
+            f"{post} epochs x ({s['synth_batches']} synthesis batch(es) + {s['student_steps']} student steps); "
+            f"synthesis batch {s['synth_batch_size']}, student batch {s['student_batch_size']}, "
+            f"{self.generator_steps} generator steps per batch",
+            f"  estimated {format_seconds(self.estimate_seconds)} on this device"
+            + (f" (budget {format_seconds(self.budget)})" if self.budget is not None else ""),
+        ]
+        lines += [f"  - {r}" for r in self.reasons]
+        if self.synthesis:
+            chosen = ", ".join(f"{k}={'auto (after warm-up)' if v is None else v}" for k, v in self.synthesis.items())
+            lines.append(f"  - chosen for this teacher and device: {chosen}")
+        return "\n".join(lines)
+
+
+def format_seconds(seconds: float) -> str:
+    if seconds < 120:
+        return f"{seconds:.0f} s"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f} min"
+    if seconds < 2 * 86400:
+        return f"{seconds / 3600:.1f} h"
+    return f"{seconds / 86400:.1f} days"
+
+
+def explicit_schedule(preset, config, options: dict) -> bool:
+    """True when the user chose a schedule: a preset, a full config, or any schedule field as a keyword."""
+    return preset is not None or config is not None or any(k in options for k in SCHEDULE_FIELDS)
+
+
+# cae's generator persists across batches (the noise, not a fresh layer, makes each batch new), so a batch needs
+# few steps; 5 rather than 10 doubles the kept images per second (on the fidelity suite at 60 s, the VGG and
+# ResNet-8 cases gained 1 and 21 points). nayer (a fresh noisy layer and Adam per batch) and fast keep theirs.
+PLANNED_CAE_G_STEPS = 5
+BN_REFERENCE = 30.0  # see bn_noise_level: the BN-term scale at which the suite's teachers became class-conditional
+
+
+@torch.no_grad()
+def bn_noise_level(teacher: nn.Module, image_shape, mean, std, device, batch: int = 64) -> float:
+    """The teacher's BN-statistics loss (summed over its BN layers, no EMA) on a fixed batch of uniform noise.
+
+    Why: that sum grows with the number of BN layers and the size of their statistics. Measured here: 78 for
+    the demo's 4-layer CNN, 110 for a 6-layer VGG, 85 for a ResNet-8 and 918 for torchvision's 34-layer
+    MobileNetV3, whose sum is 385 even on its own training images. At NAYER's weight of 10 the MobileNetV3's
+    term was a thousand times the cross-entropy, and the generator never became class-conditional."""
+    from .augment import Augment
+    from .bn_hooks import BNStatsLoss
+
+    g = torch.Generator(device="cpu").manual_seed(0)
+    x = torch.rand(batch, *image_shape, generator=g).to(device)
+    bn = BNStatsLoss(teacher)
+    with bn.active():
+        teacher(Augment(mean, std, padding=0, flip=False).to(device)(x))
+    return float(bn.loss())
+
+
+def synthesis_defaults(cfg: DistillConfig, given: set[str], image_shape, device, teacher: nn.Module | None = None,
+                       mean=None, std=None) -> dict:
+    """Choices a planned run makes from what it can see (fields the user set are kept):
+    - ``generator_width``: 32 on a CPU or below 32 px (the generator's convolutions dominate a CPU step:
+      half the width halves its cost), NAYER's 64 otherwise;
+    - ``flip``: None, decided after the warm-up by whether the teacher keeps its labels on mirrored images
+      (a digits teacher does not; flipping its images teaches the student labels the teacher never meant);
+    - ``g_steps`` (cae): ``PLANNED_CAE_G_STEPS``;
+    - ``bn_weight``: NAYER's 10 scaled by ``BN_REFERENCE / bn_noise_level(teacher)``, so the BN term weighs
+      the same against the cross-entropy whatever the teacher's depth and statistics."""
+    out = {}
+    if "flip" not in given:
+        out["flip"] = None
+    if "g_steps" not in given and cfg.paradigm == "cae":
+        out["g_steps"] = PLANNED_CAE_G_STEPS
+    if "bn_weight" not in given and teacher is not None and cfg.bn_weight > 0:
+        level = bn_noise_level(teacher, image_shape, mean, std, device)
+        out["bn_weight"] = round(cfg.bn_weight * BN_REFERENCE / max(level, 1e-6), 4)
+    if "generator_width" not in given:
+        small = min(image_shape[1:]) < 32
+        out["generator_width"] = 32 if (torch.device(device).type == "cpu" or small) else 64
+    return out
+
+
+# ------------------------------------------------------------------------------------------ measurement
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, embeddings: Tensor, image_shape,
+                  mean, std, device, synth_batches=(64,), student_batches=(128,), repeats: int = 2) -> StepCosts:
+    """Time generator steps (with and without the adversarial term) and student steps at the given batch
+    sizes with the run's own code paths, on copies of the student and a throwaway generator. The random
+    state is restored afterwards, so measuring changes nothing the run will do. A batch size that runs out
+    of memory is dropped (halved, down to 16), and the note says so."""
+    from .augment import Augment
+    from .bn_hooks import BNStatsLoss
+    from .paradigms import create_synthesizer
+    from .steps import StepContext, student_step
+
+    device = torch.device(device)
+    start = time.perf_counter()
+    notes: list[str] = []
+    devices = [device.index or 0] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices):
+        probe_student = copy.deepcopy(student).to(device).train()
+        padding = cfg.crop_padding if cfg.crop_padding is not None else image_shape[1] // 8
+        augment = Augment(mean, std, padding=padding, flip=cfg.flip).to(device)
+        bn = BNStatsLoss(teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None
+        ctx = StepContext(teacher, probe_student, None, augment, bn, None)
+        warm, adv, stud = {}, {}, {}
+        for batch in synth_batches:
+            while batch >= 16:
+                try:
+                    probe = cfg.replace(synth_batch_size=batch, g_steps=1, compile=False)
+                    synth = create_synthesizer(probe, embeddings, image_shape, device, ctx, None)
+                    synth.synthesize(0.0)  # first call: allocation, lazy init
+                    for table, weight in ((warm, 0.0), (adv, cfg.adv_weight or 1.0)):
+                        _sync(device)
+                        t0 = time.perf_counter()
+                        for _ in range(repeats):
+                            synth.synthesize(weight)
+                        _sync(device)
+                        table[batch] = (time.perf_counter() - t0) / repeats
+                    break
+                except RuntimeError as err:
+                    if not _is_oom(err):
+                        raise
+                    if device.type == "cuda":
+                        torch.cuda.empty_cache()
+                    notes.append(f"synthesis batch {batch} ran out of memory; measured {batch // 2} instead")
+                    batch //= 2
+        if not warm:
+            raise RuntimeError("could not run a single synthesis step even at batch 16 (out of memory)")
+        params = list(probe_student.parameters())
+        opt = torch.optim.SGD(params, lr=1e-3, momentum=cfg.momentum)
+        plain = cfg.replace(cncl_weight=0.0, compile=False)
+        for batch in student_batches:
+            images = torch.rand(batch, *image_shape, device=device)
+            labels = torch.arange(batch, device=device) % embeddings.shape[0]
+            student_step(ctx, opt, images, labels, plain)
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(repeats):
+                student_step(ctx, opt, images, labels, plain)
+            _sync(device)
+            stud[batch] = (time.perf_counter() - t0) / repeats
+        del probe_student, opt
+    return StepCosts(warm, adv, stud, time.perf_counter() - start, notes)
+
+
+# ---------------------------------------------------------------------------------------------- planning
+def _epoch_seconds(costs: StepCosts, s: dict, g_steps: int) -> tuple[float, float]:
+    """(seconds per warm-up epoch, seconds per post-warm-up epoch) of schedule ``s``."""
+    gw = costs.at(costs.generator_warm, s["synth_batch_size"]) * g_steps
+    ga = costs.at(costs.generator_adv, s["synth_batch_size"]) * g_steps
+    st = costs.at(costs.student, s["student_batch_size"])
+    return s["warmup_synth_batches"] * gw, s["synth_batches"] * ga + s["student_steps"] * st
+
+
+def estimate_seconds(costs: StepCosts, s: dict, g_steps: int) -> float:
+    warm, post = _epoch_seconds(costs, s, g_steps)
+    return s["warmup_epochs"] * warm + (s["epochs"] - s["warmup_epochs"]) * post
+
+
+def minimum_budget(costs: StepCosts, g_steps: int, overhead: float) -> float:
+    """The smallest budget the planner accepts: the warm-up's minimum generator steps at the smallest
+    synthesis batch, then MIN_EPOCHS epochs of one synthesis batch and MIN_EPOCH_STEPS student steps."""
+    b = min(SYNTH_BATCHES)
+    warm = (math.ceil(MIN_WARMUP_STEPS / g_steps) * g_steps + g_steps) * costs.at(costs.generator_warm, b)
+    post = MIN_EPOCHS * g_steps * costs.at(costs.generator_adv, b)
+    post += MIN_EPOCHS * (MIN_EPOCH_STEPS + 1) * costs.at(costs.student, min(STUDENT_BATCHES))
+    return (warm + post) / SAFETY + overhead
+
+
+def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead: float = 0.0,
+                  num_classes: int = 10) -> Plan:
+    """Choose the schedule fields for ``budget`` seconds, of which ``overhead`` are already spent or reserved
+    (the measurement, compiling). Raise ``BudgetTooSmall`` with the minimum that would work."""
+    g = cfg.generator_steps
+    usable = (budget - overhead) * SAFETY
+    need = minimum_budget(costs, g, overhead)
+    if budget < need:
+        raise BudgetTooSmall(f"max_seconds={budget:g} is too small to finish the warm-up and a minimal student "
+                             f"phase on this device: at least {math.ceil(need)} s would work here (measured "
+                             f"{costs.measured_seconds:.1f} s of step costs)")
+    reasons = []
+    # Synthesis batch: the largest whose warm-up still gets enough generator steps to converge. BN statistics
+    # are batch statistics, so smaller batches are noisier; steps matter more than images in warm-up.
+    warm_time = usable * WARMUP_SHARE
+    warm_steps_wanted = max(MIN_WARMUP_STEPS, 150)
+    sb = SYNTH_BATCHES[-1]
+    for candidate in SYNTH_BATCHES:
+        if candidate < 2 * num_classes:  # at least two images per class for the class-balanced batch
+            continue
+        if warm_time / costs.at(costs.generator_warm, candidate) >= warm_steps_wanted:
+            sb = candidate
+            break
+    sb = max(sb, min(SYNTH_BATCHES))
+    warm_step = costs.at(costs.generator_warm, sb)
+    warm_total_steps = max(int(warm_time / warm_step), MIN_WARMUP_STEPS)
+    warm_batches_total = max(math.ceil(warm_total_steps / g), 1)
+    warmup_epochs = min(max(warm_batches_total // 5, 1), 10)
+    warmup_synth_batches = max(math.ceil(warm_batches_total / warmup_epochs), 1)
+    reasons.append(f"warm-up: {warmup_epochs * warmup_synth_batches * g} generator steps at batch {sb} "
+                   f"({100 * WARMUP_SHARE:.0f}% of the budget)")
+
+    post_time = usable - warmup_epochs * warmup_synth_batches * g * warm_step
+    adv_batch = costs.at(costs.generator_adv, sb) * g
+
+    def student_time(epochs: int, batches: int) -> float:
+        return post_time - epochs * batches * adv_batch
+
+    # Epochs: about TARGET_EPOCHS, but every epoch synthesises at least one batch and trains at least
+    # MIN_EPOCH_STEPS student steps, so a slow generator or student means fewer epochs (>= MIN_EPOCHS).
+    total_synth = max(int(post_time * SYNTH_SHARE / adv_batch), 1)
+    epochs_post = max(min(total_synth, TARGET_EPOCHS), MIN_EPOCHS)
+    synth_batches = max(total_synth // epochs_post, 1)
+    slow = costs.at(costs.student, STUDENT_BATCHES[-1])
+    while epochs_post > MIN_EPOCHS and student_time(epochs_post, synth_batches) < epochs_post * MIN_EPOCH_STEPS * slow:
+        epochs_post -= 1
+        synth_batches = max(total_synth // epochs_post, 1)
+    bs = STUDENT_BATCHES[-1]
+    for candidate in STUDENT_BATCHES:
+        if student_time(epochs_post, synth_batches) / costs.at(costs.student, candidate) >= 2000:
+            bs = candidate
+            break
+    step_cost = costs.at(costs.student, bs)
+    steps = int(student_time(epochs_post, synth_batches) / (epochs_post * step_cost))
+    while steps > MAX_EPOCH_STEPS:  # long budgets: more epochs rather than longer ones
+        more = epochs_post + max(epochs_post // 10, 1)
+        batches = max(total_synth // more, 1)
+        more_steps = int(student_time(more, batches) / (more * step_cost))
+        if more_steps < MAX_EPOCH_STEPS // 2:  # each epoch's synthesis batch would eat the student's time
+            break
+        epochs_post, synth_batches, steps = more, batches, more_steps
+    steps = max(steps, 1)
+    schedule = dict(epochs=warmup_epochs + epochs_post, warmup_epochs=warmup_epochs,
+                    warmup_synth_batches=warmup_synth_batches, synth_batches=synth_batches, student_steps=steps,
+                    synth_batch_size=sb, student_batch_size=bs, g_life=warmup_epochs + epochs_post + 1,
+                    lr_s=round(LR_PER_512 * bs / 512, 6))
+    reasons.append(f"then {epochs_post} epochs of {schedule['student_steps']} student steps at batch {bs} "
+                   f"(lr {schedule['lr_s']:g}) and {synth_batches} synthesis batch(es)")
+    reasons.append("the generator is kept for the whole run (g_life past the last epoch)")
+    reasons += costs.notes
+    est = estimate_seconds(costs, schedule, g)
+    return Plan(budget, schedule, est + overhead, g, _costs_dict(costs), reasons)
+
+
+def _costs_dict(costs: StepCosts) -> dict:
+    return {"generator_warm": {str(k): v for k, v in costs.generator_warm.items()},
+            "generator_adv": {str(k): v for k, v in costs.generator_adv.items()},
+            "student": {str(k): v for k, v in costs.student.items()},
+            "measured_seconds": costs.measured_seconds}
+
+
+def describe_estimate(cfg: DistillConfig, costs: StepCosts, overhead: float = 0.0) -> Plan:
+    """The estimate of an explicit schedule (no planning), as a Plan for printing and recording."""
+    s = {k: getattr(cfg, k) for k in SCHEDULE_FIELDS}
+    est = estimate_seconds(costs, s, cfg.generator_steps) + overhead
+    reasons = []
+    if cfg.max_seconds is not None and est > cfg.max_seconds:
+        reasons.append(f"this schedule needs about {format_seconds(est)} but max_seconds={cfg.max_seconds:g}: the "
+                       f"run will stop before its learning rate has decayed. Leave the schedule out to have one "
+                       f"planned for the budget, or shorten it (epochs, student_steps)")
+    elif cfg.max_seconds is None:
+        reasons.append("to shorten it, pass max_seconds=<seconds> (a schedule is then planned to finish in that "
+                       "time) or set epochs / student_steps")
+    return Plan(cfg.max_seconds, s, est, cfg.generator_steps, _costs_dict(costs), reasons)
+
+
+def warn_if_over(plan: Plan, cfg: DistillConfig) -> None:
+    if cfg.max_seconds is not None and plan.estimate_seconds > cfg.max_seconds:
+        warnings.warn(plan.reasons[0], UserWarning, stacklevel=3)
