@@ -21,7 +21,7 @@ from .bn_hooks import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .embeddings import class_embeddings
 from .loop import DistillRun, EvalSet
-from .plan import describe_estimate, synthesis_defaults, explicit_schedule, measure_costs, plan_schedule, warn_if_over
+from .plan import describe_estimate, explicit_schedule, measure_costs, plan_schedule, synthesis_defaults, warn_if_over
 from .pool import SyntheticPool
 from .presets import DATASETS, get_preset, is_pair_preset
 
@@ -175,7 +175,8 @@ def distill(
             options["text_encoder"] = "tensor" if isinstance(text_encoder, Tensor) else getattr(
                 text_encoder, "name", type(text_encoder).__name__)
     cfg = make_config(preset, config, **options)
-    planned = cfg.max_seconds is not None and not explicit_schedule(preset, config, options)
+    explicit = explicit_schedule(preset, config, options)
+    planned = cfg.max_seconds is not None and not explicit
     pair = get_preset(preset) if is_pair_preset(preset) else None
     if pair is not None:
         image_shape = pair.image_shape if image_shape is None else image_shape
@@ -223,8 +224,8 @@ def distill(
         embeddings = class_embeddings(class_names, encoder=cfg.text_encoder, prompt=cfg.prompt,
                                       cache_dir=cfg.embedding_cache, allow_random_fallback=cfg.allow_random_fallback)
 
-    cfg = _schedule(cfg, planned, set(options), checkpoint_dir, teacher, student, embeddings, image_shape, mean,
-                    std, device, width, started)
+    cfg = _schedule(cfg, planned, explicit, set(options), checkpoint_dir, teacher, student, embeddings,
+                    image_shape, mean, std, device, width, started)
     torch.manual_seed(cfg.seed)
     run = DistillRun(cfg, teacher, student, embeddings, image_shape, mean, std, device, evalset)
     if checkpoint_dir is not None:
@@ -263,14 +264,14 @@ def _say(cfg: DistillConfig, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _schedule(cfg: DistillConfig, planned: bool, given: set[str], checkpoint_dir, teacher, student, embeddings,
-              image_shape, mean, std, device, num_classes: int, started: float) -> DistillConfig:
+def _schedule(cfg: DistillConfig, planned: bool, explicit: bool, given: set[str], checkpoint_dir, teacher, student,
+              embeddings, image_shape, mean, std, device, num_classes: int, started: float) -> DistillConfig:
     """The run's schedule: planned for the budget, taken from the checkpoint being resumed, or the user's.
 
     Step costs are measured (on copies, with the random state restored) when a schedule is planned, when an
     explicit schedule has a budget to check against, and when a bar is shown (to print the estimate).
     """
-    if planned and checkpoint_dir is not None:
+    if not explicit and checkpoint_dir is not None:
         saved = ckpt.saved_config(checkpoint_dir)
         if saved is not None and saved.plan is not None:  # a resumed run follows the plan it started with
             return cfg.replace(plan=saved.plan, **saved.plan["schedule"], **saved.plan.get("synthesis", {}))

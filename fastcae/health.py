@@ -26,7 +26,8 @@ def batch_health(teacher: nn.Module, normalize, images: Tensor, labels: Tensor, 
     """``{"agreement", "diversity"}`` of one kept batch, as 0-d device tensors."""
     agreement = (teacher(normalize(images)).argmax(dim=1) == labels).float().mean()
     flat = images.flatten(1).float()
-    count = torch.zeros(num_classes, device=images.device).index_add_(0, labels, torch.ones_like(labels, dtype=flat.dtype))
+    ones = torch.ones_like(labels, dtype=flat.dtype)
+    count = torch.zeros(num_classes, device=images.device).index_add_(0, labels, ones)
     mean = torch.zeros(num_classes, flat.shape[1], device=images.device).index_add_(0, labels, flat)
     sq = torch.zeros_like(mean).index_add_(0, labels, flat * flat)
     n = count.clamp(min=1)[:, None]

@@ -23,10 +23,9 @@ from .compiled import make_compiled, optimizer_options, resolve_mode
 from .config import DistillConfig
 from .evaluate import accuracy
 from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consistency
-from .models.features import FeatureTap, has_feature_api, num_features
 from .paradigms import create_synthesizer
 from .pool import SyntheticPool
-from .steps import ProjectionHead, StepContext, accumulate, student_step
+from .steps import StepContext, accumulate, contrastive_parts, student_step
 
 TERM_NAMES = {
     "bn": "BN-statistics loss (generator)",
@@ -77,13 +76,8 @@ class DistillRun:
         # flip=None: no flip while the warm-up synthesises, then the teacher decides (decide_flip)
         self.augment = Augment(mean, std, padding=padding, flip=bool(cfg.flip)).to(self.device)
         self.bn = BNStatsLoss(self.teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None
-        self.head = None
-        if cfg.cncl_weight > 0:
-            example = torch.zeros(2, *self.image_shape, device=self.device)
-            self.head = ProjectionHead(num_features(self.student, example), cfg.cncl_dim).to(self.device)
         # a student without forward_features gives its features through a hook attached per step
-        needs_tap = self.head is not None and not has_feature_api(student)
-        tap = FeatureTap(self.student, attach=False) if needs_tap else None
+        self.head, tap = contrastive_parts(self.student, cfg, self.image_shape, self.device)
         self.ctx = StepContext(self.teacher, self.student, self.head, self.augment, self.bn, tap)
         self.compile_mode = resolve_mode(cfg.compile, self.device)
         self.compiled = make_compiled(self.compile_mode)

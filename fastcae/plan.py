@@ -8,12 +8,14 @@ picks the batch sizes, warm-up, epochs, synthesis batches and student steps so t
 the noise schedule all end by the deadline. The measurement runs on copies and restores the random state,
 so the planned run is the same as one given that schedule explicitly (``distill(config=result.config)``).
 
-The shares below were chosen on the fidelity suite (``benchmarks/fidelity``), never on one case:
+The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% of its compute, synthesis about
+20% of each later epoch) and were checked across the fidelity suite (``benchmarks/fidelity``), not one case:
 - warm-up gets ``WARMUP_SHARE`` of the time: enough generator steps to lower the BN-statistics loss and
   make the generator class-conditional before the student learns from its images;
 - after warm-up, synthesis gets ``SYNTH_SHARE`` of each epoch (fresh, adversarial images), the student the
   rest;
-- about ``TARGET_EPOCHS`` post-warm-up epochs, so the per-epoch cosine is smooth, each of 20 to 400 steps;
+- about ``TARGET_EPOCHS`` post-warm-up epochs, so the per-epoch cosine is smooth, each of at least
+  ``MIN_EPOCH_STEPS`` and at most ``MAX_EPOCH_STEPS`` (NAYER's 400) student steps;
 - the generator is never re-created inside a planned run (re-creating it threw away the progress of the
   BN-statistics loss on deep teachers, and a budget has no time to win it back).
 """
@@ -40,6 +42,9 @@ SYNTH_SHARE = 0.25  # of each post-warm-up epoch: synthesis with the adversarial
 TARGET_EPOCHS = 40  # post-warm-up epochs, when the budget allows 20+ student steps per epoch
 MIN_EPOCHS = 4  # fewer cannot be called a schedule
 MIN_WARMUP_STEPS = 40  # generator steps below which synthesis has not started to work on any teacher tried
+# Warm-up steps a synthesis batch size must leave room for: on the suite, the VGG and ResNet-8 generators were
+# class-conditional (>80% agreement) within ~100 steps, torchvision's MobileNetV3 needed 200-300 for 55-75%.
+WARMUP_STEPS_WANTED = 150
 MIN_EPOCH_STEPS = 10  # student steps per epoch, at least
 MAX_EPOCH_STEPS = 400  # NAYER's epoch length; longer budgets get more epochs
 SAFETY = 0.9  # share of the remaining time planned (timing noise, evaluation, the final epoch's overrun)
@@ -61,6 +66,8 @@ class StepCosts:
     student: dict[int, float]  # student batch size -> s per student step
     measured_seconds: float = 0.0
     notes: list[str] = field(default_factory=list)
+    synth_limit: int | None = None  # the largest synthesis batch that fit in memory, when one did not
+    student_limit: int | None = None
 
     def at(self, table: dict[int, float], batch: int) -> float:
         """Linear in the batch size through the measured points (the cost of a step is mostly per image)."""
@@ -91,7 +98,8 @@ class Plan:
         s = self.schedule
         post = s["epochs"] - s["warmup_epochs"]
         lines = [
-            f"fastcae plan: {s['warmup_epochs']} warm-up epoch(s) x {s['warmup_synth_batches']} synthesis batches, then "
+            f"fastcae plan: {s['warmup_epochs']} warm-up epoch(s) x {s['warmup_synth_batches']} synthesis batches, "
+            f"then "
             f"{post} epochs x ({s['synth_batches']} synthesis batch(es) + {s['student_steps']} student steps); "
             f"synthesis batch {s['synth_batch_size']}, student batch {s['student_batch_size']}, "
             f"{self.generator_steps} generator steps per batch",
@@ -181,7 +189,7 @@ def _sync(device: torch.device) -> None:
 
 
 def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, embeddings: Tensor, image_shape,
-                  mean, std, device, synth_batches=(64,), student_batches=(128,), repeats: int = 2) -> StepCosts:
+                  mean, std, device, synth_batches=None, student_batches=None, repeats: int = 3) -> StepCosts:
     """Time generator steps (with and without the adversarial term) and student steps at the given batch
     sizes with the run's own code paths, on copies of the student and a throwaway generator. The random
     state is restored afterwards, so measuring changes nothing the run will do. A batch size that runs out
@@ -189,26 +197,33 @@ def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, em
     from .augment import Augment
     from .bn_hooks import BNStatsLoss
     from .paradigms import create_synthesizer
-    from .steps import StepContext, student_step
+    from .steps import StepContext, contrastive_parts, student_step
 
     device = torch.device(device)
+    # one size on a CPU (a step's cost is close to proportional to the batch there); two on a GPU, where a
+    # fixed per-step cost makes small batches relatively dear
+    gpu = device.type == "cuda"
+    synth_batches = synth_batches or ((64, 256) if gpu else (64,))
+    student_batches = student_batches or ((128, 512) if gpu else (128,))
     start = time.perf_counter()
     notes: list[str] = []
+    synth_limit = student_limit = None
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         probe_student = copy.deepcopy(student).to(device).train()
         padding = cfg.crop_padding if cfg.crop_padding is not None else image_shape[1] // 8
         augment = Augment(mean, std, padding=padding, flip=cfg.flip).to(device)
         bn = BNStatsLoss(teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None
-        ctx = StepContext(teacher, probe_student, None, augment, bn, None)
+        head, tap = contrastive_parts(probe_student, cfg, image_shape, device)  # the student step as it will run
+        ctx = StepContext(teacher, probe_student, head, augment, bn, tap)
         warm, adv, stud = {}, {}, {}
         for batch in synth_batches:
             while batch >= 16:
                 try:
                     probe = cfg.replace(synth_batch_size=batch, g_steps=1, compile=False)
                     synth = create_synthesizer(probe, embeddings, image_shape, device, ctx, None)
-                    synth.synthesize(0.0)  # first call: allocation, lazy init
                     for table, weight in ((warm, 0.0), (adv, cfg.adv_weight or 1.0)):
+                        synth.synthesize(weight)  # untimed: first-call allocation and lazy initialisation
                         _sync(device)
                         t0 = time.perf_counter()
                         for _ in range(repeats):
@@ -221,25 +236,35 @@ def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, em
                         raise
                     if device.type == "cuda":
                         torch.cuda.empty_cache()
-                    notes.append(f"synthesis batch {batch} ran out of memory; measured {batch // 2} instead")
+                    notes.append(f"synthesis batch {batch} ran out of memory while measuring; planned with "
+                                 f"{batch // 2} at most")
                     batch //= 2
+                    synth_limit = batch if synth_limit is None else min(synth_limit, batch)
         if not warm:
             raise RuntimeError("could not run a single synthesis step even at batch 16 (out of memory)")
-        params = list(probe_student.parameters())
+        params = list(probe_student.parameters()) + (list(head.parameters()) if head is not None else [])
         opt = torch.optim.SGD(params, lr=1e-3, momentum=cfg.momentum)
-        plain = cfg.replace(cncl_weight=0.0, compile=False)
+        plain = cfg.replace(compile=False)
         for batch in student_batches:
-            images = torch.rand(batch, *image_shape, device=device)
-            labels = torch.arange(batch, device=device) % embeddings.shape[0]
-            student_step(ctx, opt, images, labels, plain)
-            _sync(device)
-            t0 = time.perf_counter()
-            for _ in range(repeats):
+            try:
+                images = torch.rand(batch, *image_shape, device=device)
+                labels = torch.arange(batch, device=device) % embeddings.shape[0]
                 student_step(ctx, opt, images, labels, plain)
-            _sync(device)
-            stud[batch] = (time.perf_counter() - t0) / repeats
+                _sync(device)
+                t0 = time.perf_counter()
+                for _ in range(repeats):
+                    student_step(ctx, opt, images, labels, plain)
+                _sync(device)
+                stud[batch] = (time.perf_counter() - t0) / repeats
+            except RuntimeError as err:
+                if not _is_oom(err) or batch == min(student_batches):
+                    raise
+                if gpu:
+                    torch.cuda.empty_cache()
+                notes.append(f"student batch {batch} ran out of memory while measuring; planned below it")
+                student_limit = batch // 2 if student_limit is None else min(student_limit, batch // 2)
         del probe_student, opt
-    return StepCosts(warm, adv, stud, time.perf_counter() - start, notes)
+    return StepCosts(warm, adv, stud, time.perf_counter() - start, notes, synth_limit, student_limit)
 
 
 # ---------------------------------------------------------------------------------------------- planning
@@ -256,10 +281,18 @@ def estimate_seconds(costs: StepCosts, s: dict, g_steps: int) -> float:
     return s["warmup_epochs"] * warm + (s["epochs"] - s["warmup_epochs"]) * post
 
 
-def minimum_budget(costs: StepCosts, g_steps: int, overhead: float) -> float:
+def _synth_candidates(costs: StepCosts, num_classes: int) -> list[int]:
+    """Synthesis batch sizes the planner may use, largest first: every class at least twice, none that ran
+    out of memory while measuring."""
+    fits = costs.synth_limit or max(SYNTH_BATCHES)
+    candidates = [b for b in SYNTH_BATCHES if 2 * num_classes <= b <= fits]
+    return candidates or [min(max(2 * num_classes, 16), fits)]
+
+
+def minimum_budget(costs: StepCosts, g_steps: int, overhead: float, num_classes: int = 10) -> float:
     """The smallest budget the planner accepts: the warm-up's minimum generator steps at the smallest
     synthesis batch, then MIN_EPOCHS epochs of one synthesis batch and MIN_EPOCH_STEPS student steps."""
-    b = min(SYNTH_BATCHES)
+    b = _synth_candidates(costs, num_classes)[-1]
     warm = (math.ceil(MIN_WARMUP_STEPS / g_steps) * g_steps + g_steps) * costs.at(costs.generator_warm, b)
     post = MIN_EPOCHS * g_steps * costs.at(costs.generator_adv, b)
     post += MIN_EPOCHS * (MIN_EPOCH_STEPS + 1) * costs.at(costs.student, min(STUDENT_BATCHES))
@@ -272,7 +305,7 @@ def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead:
     (the measurement, compiling). Raise ``BudgetTooSmall`` with the minimum that would work."""
     g = cfg.generator_steps
     usable = (budget - overhead) * SAFETY
-    need = minimum_budget(costs, g, overhead)
+    need = minimum_budget(costs, g, overhead, num_classes)
     if budget < need:
         raise BudgetTooSmall(f"max_seconds={budget:g} is too small to finish the warm-up and a minimal student "
                              f"phase on this device: at least {math.ceil(need)} s would work here (measured "
@@ -281,15 +314,12 @@ def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead:
     # Synthesis batch: the largest whose warm-up still gets enough generator steps to converge. BN statistics
     # are batch statistics, so smaller batches are noisier; steps matter more than images in warm-up.
     warm_time = usable * WARMUP_SHARE
-    warm_steps_wanted = max(MIN_WARMUP_STEPS, 150)
-    sb = SYNTH_BATCHES[-1]
-    for candidate in SYNTH_BATCHES:
-        if candidate < 2 * num_classes:  # at least two images per class for the class-balanced batch
-            continue
-        if warm_time / costs.at(costs.generator_warm, candidate) >= warm_steps_wanted:
+    candidates = _synth_candidates(costs, num_classes)
+    sb = candidates[-1]
+    for candidate in candidates:
+        if warm_time / costs.at(costs.generator_warm, candidate) >= WARMUP_STEPS_WANTED:
             sb = candidate
             break
-    sb = max(sb, min(SYNTH_BATCHES))
     warm_step = costs.at(costs.generator_warm, sb)
     warm_total_steps = max(int(warm_time / warm_step), MIN_WARMUP_STEPS)
     warm_batches_total = max(math.ceil(warm_total_steps / g), 1)
@@ -313,8 +343,10 @@ def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead:
     while epochs_post > MIN_EPOCHS and student_time(epochs_post, synth_batches) < epochs_post * MIN_EPOCH_STEPS * slow:
         epochs_post -= 1
         synth_batches = max(total_synth // epochs_post, 1)
-    bs = STUDENT_BATCHES[-1]
-    for candidate in STUDENT_BATCHES:
+    limit = costs.student_limit or max(STUDENT_BATCHES)
+    student_fits = [b for b in STUDENT_BATCHES if b <= limit] or [min(costs.student)]
+    bs = student_fits[-1]
+    for candidate in student_fits:
         if student_time(epochs_post, synth_batches) / costs.at(costs.student, candidate) >= 2000:
             bs = candidate
             break

@@ -27,7 +27,7 @@ from . import ops
 from .augment import Augment
 from .bn_hooks import BNStatsLoss
 from .config import DistillConfig
-from .models.features import FeatureTap, features_and_logits
+from .models.features import FeatureTap, features_and_logits, has_feature_api, num_features
 
 
 @dataclass
@@ -52,6 +52,18 @@ class ProjectionHead(nn.Module):
 
     def forward(self, f: Tensor) -> Tensor:
         return F.normalize(self.net(f), dim=1)
+
+
+def contrastive_parts(student: nn.Module, cfg: DistillConfig, image_shape, device
+                      ) -> tuple[ProjectionHead | None, FeatureTap | None]:
+    """CNCL's projection head for ``student`` and, for a student without ``forward_features``, the hook that
+    gives its penultimate features (attached per step); ``(None, None)`` when CNCL is off."""
+    if cfg.cncl_weight <= 0:
+        return None, None
+    example = torch.zeros(2, *image_shape, device=device)
+    head = ProjectionHead(num_features(student, example), cfg.cncl_dim).to(device)
+    tap = None if has_feature_api(student) else FeatureTap(student, attach=False)
+    return head, tap
 
 
 def accumulate(total: dict[str, Tensor] | None, terms: dict[str, Tensor]) -> dict[str, Tensor]:

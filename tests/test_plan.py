@@ -15,22 +15,29 @@ SHAPE = dict(image_shape=(1, 8, 8), mean=(0.5,), std=(0.5,))
 QUICK = dict(text_encoder="random", progress=False, device="cpu", flip=False, generator_width=4, log_every=5)
 
 
-def _costs(gen: float, student: float) -> StepCosts:
-    return StepCosts({64: gen}, {64: 1.5 * gen}, {128: student})
+def _costs(gen: float, student: float, fixed: float = 0.0) -> StepCosts:
+    """One measured point (CPU-like, cost ~ batch) or, with ``fixed``, two (GPU-like: a per-step overhead)."""
+    if not fixed:
+        return StepCosts({64: gen}, {64: 1.5 * gen}, {128: student})
+    return StepCosts({64: fixed + gen, 256: fixed + 4 * gen}, {64: fixed + 1.5 * gen, 256: fixed + 6 * gen},
+                     {128: fixed + student, 512: fixed + 4 * student})
 
 
-@pytest.mark.parametrize("gen,student", [(0.01, 0.002), (0.2, 0.05), (1.0, 0.02), (0.05, 0.3)])
+@pytest.mark.parametrize("gen,student,fixed", [(0.01, 0.002, 0), (0.2, 0.05, 0), (1.0, 0.02, 0), (0.05, 0.3, 0),
+                                               (0.001, 0.0005, 0.004)])
 @pytest.mark.parametrize("budget", [60.0, 240.0, 3600.0])
 @pytest.mark.parametrize("paradigm", ["cae", "nayer", "fast"])
-def test_plan_fits_the_budget_and_finishes_its_schedule(gen, student, budget, paradigm):
+@pytest.mark.parametrize("classes", [10, 100])
+def test_plan_fits_the_budget_and_finishes_its_schedule(gen, student, fixed, budget, paradigm, classes):
     cfg = DistillConfig(paradigm=paradigm)
-    costs = _costs(gen, student)
-    if budget < minimum_budget(costs, cfg.generator_steps, 2.0):
+    costs = _costs(gen, student, fixed)
+    if budget < minimum_budget(costs, cfg.generator_steps, 2.0, classes):
         with pytest.raises(BudgetTooSmall, match="at least"):
-            plan_schedule(cfg, costs, budget, overhead=2.0)
+            plan_schedule(cfg, costs, budget, overhead=2.0, num_classes=classes)
         return
-    plan = plan_schedule(cfg, costs, budget, overhead=2.0)
+    plan = plan_schedule(cfg, costs, budget, overhead=2.0, num_classes=classes)
     s = plan.schedule
+    assert s["synth_batch_size"] >= 2 * classes  # every class at least twice in a synthesis batch
     assert plan.estimate_seconds <= budget  # warm-up, the cosine and the noise schedule end by the deadline
     assert estimate_seconds(costs, s, cfg.generator_steps) + 2.0 == pytest.approx(plan.estimate_seconds)
     assert 1 <= s["warmup_epochs"] < s["epochs"] and s["epochs"] - s["warmup_epochs"] >= 4
@@ -102,3 +109,35 @@ def test_planned_run_decides_flip_from_the_teacher_after_warm_up():
     decided = [h for h in result.history if "flip" in h]
     assert len(decided) == 1 and decided[0]["epoch"] == result.config.warmup_epochs
     assert isinstance(decided[0]["flip"], bool) and 0 <= decided[0]["flip_consistency"] <= 1
+
+
+def test_out_of_memory_while_measuring_falls_back_to_a_smaller_batch_and_says_so(monkeypatch):
+    from fastcae.embeddings import class_embeddings
+    from fastcae.paradigms import CAESynthesizer
+    from fastcae.plan import measure_costs
+
+    real = CAESynthesizer.synthesize
+
+    def small_memory(self, adv_weight):
+        if self.cfg.synth_batch_size > 32:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
+        return real(self, adv_weight)
+
+    monkeypatch.setattr(CAESynthesizer, "synthesize", small_memory)
+    cfg = DistillConfig(generator_width=4, flip=False)
+    emb = class_embeddings(None, "random", num_classes=5, cache_dir=False)
+    costs = measure_costs(cfg, trained_like_teacher(), tiny_classifier(), emb, (1, 8, 8), (0.5,), (0.5,), "cpu")
+    assert set(costs.generator_warm) == {32}
+    assert any("ran out of memory" in n for n in costs.notes)
+    plan = plan_schedule(cfg, costs, 3600.0, num_classes=5)
+    assert plan.schedule["synth_batch_size"] <= 32  # never plans a batch that did not fit
+    assert any("ran out of memory" in r for r in plan.reasons)
+
+
+def test_without_a_budget_the_estimate_is_printed_before_the_run(capsys):
+    options = dict(QUICK, progress=True)
+    distill(trained_like_teacher(), tiny_classifier(), epochs=2, warmup_epochs=1, student_steps=2,
+            synth_batch_size=20, student_batch_size=16, g_steps=1, **SHAPE, **options)
+    err = capsys.readouterr().err
+    assert "estimated" in err and "on this device" in err
+    assert "pass max_seconds=" in err  # how to shorten it

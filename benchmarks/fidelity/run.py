@@ -83,6 +83,8 @@ def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, 
         "teacher": teacher_acc, "student": student_acc, "distill_seconds": seconds, "student_steps": steps,
         "epochs_run": len(result.history), "teacher_train_seconds": teacher_seconds,
         "plan": getattr(result, "plan", None), "last": result.history[-1] if result.history else None,
+        "flip": next(({"flip": h["flip"], "consistency": h["flip_consistency"]} for h in result.history
+                      if "flip" in h), None),
     }
     if baseline:
         torch.manual_seed(seed)
