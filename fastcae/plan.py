@@ -90,6 +90,7 @@ class Plan:
     costs: dict
     reasons: list[str]
     synthesis: dict = field(default_factory=dict)  # the synthesis_defaults the plan chose, recorded with it
+    planned: bool = True  # False: the estimate of a schedule the user gave
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -98,7 +99,8 @@ class Plan:
         s = self.schedule
         post = s["epochs"] - s["warmup_epochs"]
         lines = [
-            f"fastcae plan: {s['warmup_epochs']} warm-up epoch(s) x {s['warmup_synth_batches']} synthesis batches, "
+            f"fastcae {'plan' if self.planned else 'schedule'}: {s['warmup_epochs']} warm-up epoch(s) x "
+            f"{s['warmup_synth_batches']} synthesis batches, "
             f"then "
             f"{post} epochs x ({s['synth_batches']} synthesis batch(es) + {s['student_steps']} student steps); "
             f"synthesis batch {s['synth_batch_size']}, student batch {s['student_batch_size']}, "
@@ -392,7 +394,7 @@ def describe_estimate(cfg: DistillConfig, costs: StepCosts, overhead: float = 0.
     elif cfg.max_seconds is None:
         reasons.append("to shorten it, pass max_seconds=<seconds> (a schedule is then planned to finish in that "
                        "time) or set epochs / student_steps")
-    return Plan(cfg.max_seconds, s, est, cfg.generator_steps, _costs_dict(costs), reasons)
+    return Plan(cfg.max_seconds, s, est, cfg.generator_steps, _costs_dict(costs), reasons, planned=False)
 
 
 def warn_if_over(plan: Plan, cfg: DistillConfig) -> None:
