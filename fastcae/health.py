@@ -63,8 +63,9 @@ class HealthMonitor:
     def __init__(self):
         self.warned: set[str] = set()
 
-    def check(self, record: dict, warm: bool) -> None:
-        if warm:
+    def check(self, record: dict, settling: bool) -> None:
+        """``settling``: the warm-up, or the epoch of a new generator; nothing is judged then."""
+        if settling:
             return
         agreement, diversity = record.get("agreement"), record.get("diversity")
         if diversity is not None and diversity < COLLAPSE_DIVERSITY and "collapse" not in self.warned:

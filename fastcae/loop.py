@@ -194,7 +194,8 @@ class DistillRun:
     def run_epoch(self, deadline: float | None = None) -> dict:
         cfg, epoch = self.cfg, self.epoch
         start = time.perf_counter()
-        if epoch > 0 and epoch % cfg.g_life == 0:
+        renewed = epoch > 0 and epoch % cfg.g_life == 0
+        if renewed:
             self.synth.reset()
         record = {"epoch": epoch + 1, "phase": "warmup" if epoch < cfg.warmup_epochs else "distill"}
         g_terms = self.synthesize(epoch, deadline)
@@ -214,7 +215,8 @@ class DistillRun:
             record["plan"] = cfg.plan
         if cfg.flip is None and epoch + 1 == max(cfg.warmup_epochs, 1):
             record.update(self.decide_flip())
-        self.health.check(record, warm=epoch < cfg.warmup_epochs)
+        # a generator re-created this epoch starts from scratch: judging it now would be a false alarm
+        self.health.check(record, settling=epoch < cfg.warmup_epochs or renewed)
         self.history.append(record)
         self.epoch += 1
         return record

@@ -39,10 +39,10 @@ def test_monitor_warns_once_after_warm_up_only():
     bad = {"epoch": 3, "agreement": 0.1, "diversity": 0.001}
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        monitor.check(bad, warm=True)
+        monitor.check(bad, settling=True)
         assert not caught
-        monitor.check(bad, warm=False)
-        monitor.check(bad, warm=False)
+        monitor.check(bad, settling=False)
+        monitor.check(bad, settling=False)
     messages = [str(w.message) for w in caught]
     assert len(messages) == 2
     assert any("collapsed" in m for m in messages) and any("not class-conditional" in m for m in messages)
@@ -63,3 +63,16 @@ def test_flip_consistency_tells_a_mirror_invariant_teacher_from_one_with_a_hande
     images = torch.rand(300, 1, 8, 8)
     assert flip_consistency(ArgmaxOfMean(), lambda x: x, images) == pytest.approx(1.0)
     assert flip_consistency(LeftOrRight(), lambda x: x, images, batch_size=64) == pytest.approx(0.0)
+
+
+def test_no_alarm_in_the_epoch_a_generator_is_re_created():
+    from fastcae import distill
+    from tests.helpers import TINY, tiny_classifier, trained_like_teacher
+
+    shape = dict(image_shape=(1, 8, 8), mean=(0.5,), std=(0.5,))
+    for g_life, expect_alarm in ((1, False), (10, True)):  # g_life=1: every epoch after the first is a new one
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            distill(trained_like_teacher(), tiny_classifier(), g_life=g_life, ce_weight=0.0, **shape, **TINY)
+        alarms = [w for w in caught if "not class-conditional" in str(w.message)]
+        assert bool(alarms) == expect_alarm
