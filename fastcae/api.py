@@ -7,6 +7,7 @@ BatchNorm layers in the teacher, the evaluation set, option names and values, a 
 
 from __future__ import annotations
 
+import sys
 import time
 import warnings
 from dataclasses import dataclass, field
@@ -20,8 +21,8 @@ from . import checkpoint as ckpt
 from .bn_hooks import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .embeddings import class_embeddings
-from .loop import DistillRun, EvalSet
-from .plan import describe_estimate, explicit_schedule, measure_costs, plan_schedule, synthesis_defaults, warn_if_over
+from .loop import DistillRun, EvalSet, freeze
+from .plan import describe_estimate, explicit_schedule, measure_costs, plan_schedule, synthesis_defaults
 from .pool import SyntheticPool
 from .presets import DATASETS, get_preset, is_pair_preset
 
@@ -259,8 +260,6 @@ def distill(
 
 def _say(cfg: DistillConfig, text: str) -> None:
     if cfg.progress:
-        import sys
-
         print(text, file=sys.stderr, flush=True)
 
 
@@ -277,9 +276,7 @@ def _schedule(cfg: DistillConfig, planned: bool, explicit: bool, given: set[str]
             return cfg.replace(plan=saved.plan, **saved.plan["schedule"], **saved.plan.get("synthesis", {}))
     if not (planned or cfg.max_seconds is not None or cfg.progress):
         return cfg
-    teacher.eval()  # frozen as the run will freeze it: measuring must not move its BN statistics
-    for p in teacher.parameters():
-        p.requires_grad_(False)
+    freeze(teacher)  # as the run will: measuring must not move its BN statistics
     chosen = {}
     if planned:
         chosen = synthesis_defaults(cfg, given, image_shape, device, teacher, mean, std)
@@ -293,9 +290,7 @@ def _schedule(cfg: DistillConfig, planned: bool, explicit: bool, given: set[str]
         cfg.validate()
         _say(cfg, plan.describe())
         return cfg
-    estimate = describe_estimate(cfg, costs, overhead=spent)
-    _say(cfg, estimate.describe())
-    warn_if_over(estimate, cfg)
+    _say(cfg, describe_estimate(cfg, costs, overhead=spent).describe())
     return cfg
 
 

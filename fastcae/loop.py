@@ -17,7 +17,6 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .augment import Augment
 from .bn_hooks import BNStatsLoss
 from .compiled import make_compiled, optimizer_options, resolve_mode
 from .config import DistillConfig
@@ -25,7 +24,7 @@ from .evaluate import accuracy
 from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consistency
 from .paradigms import create_synthesizer
 from .pool import SyntheticPool
-from .steps import StepContext, accumulate, contrastive_parts, student_step
+from .steps import StepContext, accumulate, contrastive_parts, make_augment, student_step
 
 TERM_NAMES = {
     "bn": "BN-statistics loss (generator)",
@@ -60,6 +59,14 @@ def default_pool_capacity(cfg: DistillConfig) -> int:
     return max(batches, 1) * cfg.synth_batch_size
 
 
+def freeze(teacher: nn.Module) -> nn.Module:
+    """The teacher as distillation uses it: eval mode (its BN statistics never move), no gradients."""
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 class DistillRun:
     """All state of one distillation: built once, advanced epoch by epoch, saved and restored whole."""
 
@@ -68,13 +75,10 @@ class DistillRun:
         self.cfg = cfg
         self.device = torch.device(device)
         self.image_shape = tuple(image_shape)
-        self.teacher = teacher.to(self.device).eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        self.teacher = freeze(teacher.to(self.device))
         self.student = student.to(self.device)
-        padding = cfg.crop_padding if cfg.crop_padding is not None else self.image_shape[1] // 8
         # flip=None: no flip while the warm-up synthesises, then the teacher decides (decide_flip)
-        self.augment = Augment(mean, std, padding=padding, flip=bool(cfg.flip)).to(self.device)
+        self.augment = make_augment(cfg, mean, std, self.image_shape, self.device)
         self.bn = BNStatsLoss(self.teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None
         # a student without forward_features gives its features through a hook attached per step
         self.head, tap = contrastive_parts(self.student, cfg, self.image_shape, self.device)
@@ -224,10 +228,7 @@ class DistillRun:
     def decide_flip(self) -> dict:
         """flip=None: turn the flip augmentation on iff the teacher labels mirrored images as the originals."""
         images, _, _ = self.pool.tensors()
-        teacher_mode = self.teacher.training
-        self.teacher.eval()
         consistency = flip_consistency(self.teacher, self.augment.normalize, images[-512:].to(self.device))
-        self.teacher.train(teacher_mode)
         self.augment.flip = consistency >= FLIP_CONSISTENT
         return {"flip_consistency": consistency, "flip": self.augment.flip}
 

@@ -76,6 +76,7 @@ class StepCosts:
             return table[sizes[0]] * batch / sizes[0]
         (b0, b1) = sizes[0], sizes[-1]
         slope = (table[b1] - table[b0]) / (b1 - b0)
+        # floor: timing noise can make the fitted line fall below zero for batches under the smallest measured
         return max(table[b0] + slope * (batch - b0), table[b0] * batch / b0 * 0.25)
 
 
@@ -197,10 +198,9 @@ def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, em
     sizes with the run's own code paths, on copies of the student and a throwaway generator. The random
     state is restored afterwards, so measuring changes nothing the run will do. A batch size that runs out
     of memory is dropped (halved, down to 16), and the note says so."""
-    from .augment import Augment
     from .bn_hooks import BNStatsLoss
     from .paradigms import create_synthesizer
-    from .steps import StepContext, contrastive_parts, student_step
+    from .steps import StepContext, contrastive_parts, make_augment, student_step
 
     device = torch.device(device)
     # one size on a CPU (a step's cost is close to proportional to the batch there); two on a GPU, where a
@@ -214,8 +214,7 @@ def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, em
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         probe_student = copy.deepcopy(student).to(device).train()
-        padding = cfg.crop_padding if cfg.crop_padding is not None else image_shape[1] // 8
-        augment = Augment(mean, std, padding=padding, flip=cfg.flip).to(device)
+        augment = make_augment(cfg, mean, std, image_shape, device)
         bn = BNStatsLoss(teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None
         head, tap = contrastive_parts(probe_student, cfg, image_shape, device)  # the student step as it will run
         ctx = StepContext(teacher, probe_student, head, augment, bn, tap)
@@ -383,7 +382,8 @@ def _costs_dict(costs: StepCosts) -> dict:
 
 
 def describe_estimate(cfg: DistillConfig, costs: StepCosts, overhead: float = 0.0) -> Plan:
-    """The estimate of an explicit schedule (no planning), as a Plan for printing and recording."""
+    """The estimate of an explicit schedule (no planning), as a Plan for printing; warns when it cannot finish
+    within ``max_seconds``."""
     s = {k: getattr(cfg, k) for k in SCHEDULE_FIELDS}
     est = estimate_seconds(costs, s, cfg.generator_steps) + overhead
     reasons = []
@@ -391,12 +391,9 @@ def describe_estimate(cfg: DistillConfig, costs: StepCosts, overhead: float = 0.
         reasons.append(f"this schedule needs about {format_seconds(est)} but max_seconds={cfg.max_seconds:g}: the "
                        f"run will stop before its learning rate has decayed. Leave the schedule out to have one "
                        f"planned for the budget, or shorten it (epochs, student_steps)")
+        warnings.warn(reasons[-1], UserWarning, stacklevel=3)
     elif cfg.max_seconds is None:
         reasons.append("to shorten it, pass max_seconds=<seconds> (a schedule is then planned to finish in that "
                        "time) or set epochs / student_steps")
     return Plan(cfg.max_seconds, s, est, cfg.generator_steps, _costs_dict(costs), reasons, planned=False)
 
-
-def warn_if_over(plan: Plan, cfg: DistillConfig) -> None:
-    if cfg.max_seconds is not None and plan.estimate_seconds > cfg.max_seconds:
-        warnings.warn(plan.reasons[0], UserWarning, stacklevel=3)

@@ -54,6 +54,12 @@ class ProjectionHead(nn.Module):
         return F.normalize(self.net(f), dim=1)
 
 
+def make_augment(cfg: DistillConfig, mean, std, image_shape, device) -> Augment:
+    """The run's augmentation: crop padding H // 8 unless set; flip=None (decided after the warm-up) starts off."""
+    padding = cfg.crop_padding if cfg.crop_padding is not None else image_shape[1] // 8
+    return Augment(mean, std, padding=padding, flip=bool(cfg.flip)).to(device)
+
+
 def contrastive_parts(student: nn.Module, cfg: DistillConfig, image_shape, device
                       ) -> tuple[ProjectionHead | None, FeatureTap | None]:
     """CNCL's projection head for ``student`` and, for a student without ``forward_features``, the hook that

@@ -27,6 +27,7 @@ from pathlib import Path
 import torch
 
 from fastcae import __version__, distill
+from fastcae.atomic import atomic_write
 from fastcae.demo import noise_kd_baseline
 from fastcae.embeddings import default_cache_dir
 from fastcae.evaluate import accuracy
@@ -58,8 +59,8 @@ def load_teacher(case: Case, train, mean, std, progress: bool) -> tuple[torch.nn
     start = time.perf_counter()
     train_classifier(model, train, mean, std, epochs=case.teacher_epochs, lr=case.teacher_lr, batch_size=64,
                      seed=0, progress=progress)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.detach().contiguous() for k, v in model.state_dict().items()}, str(path))
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    atomic_write(path, lambda tmp: save_file(state, tmp))  # a cut-off run never leaves half a teacher
     return model.eval(), time.perf_counter() - start
 
 
