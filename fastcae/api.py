@@ -254,7 +254,7 @@ def distill(
     student.eval()
     for p in student.parameters():
         p.requires_grad_(True)
-    return DistillResult(student=student, history=run.history, config=cfg, generator=run.synth.generator,
+    return DistillResult(student=student, history=run.history, config=run.cfg, generator=run.synth.generator,
                          pool=run.pool, class_names=class_names, compile_mode=run.effective_compile_mode)
 
 
@@ -296,7 +296,7 @@ def _schedule(cfg: DistillConfig, planned: bool, explicit: bool, given: set[str]
 
 def _run_epochs(run: DistillRun, checkpoint_dir, started: float | None = None) -> None:
     """The outer loop: epochs with a progress bar, a wall-time budget and checkpoints."""
-    cfg = run.cfg
+    cfg = run.cfg  # the epochs and checkpoint cadence; run.cfg itself may be revised after the warm-up
     start = time.perf_counter() if started is None else started
     deadline = None if cfg.max_seconds is None else start + max(cfg.max_seconds - run.elapsed, 0.0)
     bar = None
@@ -311,7 +311,9 @@ def _run_epochs(run: DistillRun, checkpoint_dir, started: float | None = None) -
         while run.epoch < cfg.epochs:
             record = run.run_epoch(deadline)
             if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs):
-                ckpt.save(checkpoint_dir, run.state_dict(), cfg)
+                ckpt.save(checkpoint_dir, run.state_dict(), run.cfg)
+            if bar is not None and "plan_revised" in record:
+                bar.write(f"fastcae plan: {record['plan_revised']}")
             if bar is not None:
                 post = {"imgs": record["images_synthesized"], "bn": f"{record.get('g_bn', 0.0):.2f}"}
                 if "agreement" in record:
@@ -324,7 +326,7 @@ def _run_epochs(run: DistillRun, checkpoint_dir, started: float | None = None) -
                 bar.update(1)
             if deadline is not None and time.perf_counter() > deadline:
                 if checkpoint_dir is not None and run.epoch % cfg.checkpoint_every != 0:
-                    ckpt.save(checkpoint_dir, run.state_dict(), cfg)
+                    ckpt.save(checkpoint_dir, run.state_dict(), run.cfg)
                 break
     finally:
         if bar is not None:

@@ -23,6 +23,7 @@ from .config import DistillConfig
 from .evaluate import accuracy
 from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consistency
 from .paradigms import create_synthesizer
+from .plan import revise_student_steps
 from .pool import SyntheticPool
 from .steps import StepContext, accumulate, contrastive_parts, make_augment, student_step
 
@@ -99,6 +100,8 @@ class DistillRun:
         self.elapsed = 0.0  # seconds of training, summed across resumes
         self.recorder = None  # a fastcae.profiling.PhaseRecorder when profiling (distill(profile=...))
         self.health = HealthMonitor()
+        self.revision: str | None = None  # why the plan was re-sized, reported once in the epoch's record
+        self._synth_seconds = 0.0  # the current epoch's synthesis time (for the re-sizing)
 
     @property
     def effective_compile_mode(self) -> str:
@@ -166,15 +169,23 @@ class DistillRun:
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         sums, window, steps = None, None, 0
+        timed = self._revision_window(epoch, deadline)  # (first, last) step to time, or None
         with self._phase("distillation"):
-            for step in range(cfg.student_steps):
+            step = 0
+            while step < cfg.student_steps:  # the count may be re-sized once, inside the first epoch
+                if timed is not None and step == timed[0]:
+                    t0 = self._clock()
                 images, labels, _ = self.pool.sample(cfg.student_batch_size)
                 terms = student_step(self.ctx, self.optimizer, images, labels, cfg, self.compiled)
                 window = accumulate(window, terms)
                 steps += 1
-                if (step + 1) % cfg.log_every == 0 or step + 1 == cfg.student_steps:
+                step += 1
+                if timed is not None and step == timed[1]:
+                    self._revise_plan(epoch, (self._clock() - t0) / (timed[1] - timed[0]), step, deadline)
+                    cfg, timed = self.cfg, None
+                if step % cfg.log_every == 0 or step == cfg.student_steps:
                     read = {k: float(v) for k, v in window.items()}  # the one host sync per log interval
-                    self._check_finite(read, epoch, f"student step {step + 1}")
+                    self._check_finite(read, epoch, f"student step {step}")
                     sums = read if sums is None else {k: sums[k] + read[k] for k in read}
                     window = None
                     if deadline is not None and time.perf_counter() > deadline:
@@ -188,6 +199,29 @@ class DistillRun:
         out["lr"] = lr
         out["student_steps"] = steps
         return out
+
+    def _clock(self) -> float:
+        """Now, after the queued device work (a timing, not a launch count)."""
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        return time.perf_counter()
+
+    def _revision_window(self, epoch: int, deadline: float | None) -> tuple[int, int] | None:
+        """The steps to time for re-sizing the plan: in the first post-warm-up epoch of a planned run with a
+        deadline, after two untimed steps (first calls, compiling), about a fifth of the epoch, ending
+        before its last step."""
+        plan, n = self.cfg.plan, self.cfg.student_steps
+        if (deadline is None or plan is None or plan.get("revised") or not plan.get("planned", True)
+                or epoch != self.cfg.warmup_epochs or n < 8):
+            return None
+        return 2, min(2 + max(5, n // 5), n - 1)
+
+    def _revise_plan(self, epoch: int, step_seconds: float, done: int, deadline: float) -> None:
+        revised = revise_student_steps(self.cfg.plan, step_seconds, self._synth_seconds, done,
+                                       deadline - time.perf_counter(), self.cfg.epochs - epoch - 1)
+        if revised is not None:
+            self.cfg = self.cfg.replace(plan=revised, student_steps=revised["schedule"]["student_steps"])
+            self.revision = revised["reasons"][-1]
 
     def evaluate(self) -> float | None:
         if self.eval_set is None:
@@ -203,12 +237,15 @@ class DistillRun:
             self.synth.reset()
         record = {"epoch": epoch + 1, "phase": "warmup" if epoch < cfg.warmup_epochs else "distill"}
         g_terms = self.synthesize(epoch, deadline)
+        self._synth_seconds = time.perf_counter() - start
         health = {k: g_terms.pop(k) for k in ("agreement", "diversity") if k in g_terms}
         self._check_finite(g_terms, epoch + 1, "synthesis")
         record.update({f"g_{k}": v for k, v in g_terms.items()})
         record.update(health)
         if epoch >= cfg.warmup_epochs:
             record.update(self.train_student(epoch, deadline))
+            if self.revision is not None:
+                record["plan_revised"], self.revision = self.revision, None
         self.elapsed += time.perf_counter() - start
         acc = None
         stopping = deadline is not None and time.perf_counter() > deadline

@@ -48,6 +48,10 @@ WARMUP_STEPS_WANTED = 150
 MIN_EPOCH_STEPS = 10  # student steps per epoch, at least
 MAX_EPOCH_STEPS = 400  # NAYER's epoch length; longer budgets get more epochs
 SAFETY = 0.9  # share of the remaining time planned (timing noise, evaluation, the final epoch's overrun)
+# A few timed steps before the run can be 10-20% off, and other work on the machine changes the speed: the
+# first post-warm-up epoch times its own student steps and re-sizes every post-warm-up epoch (itself
+# included) to fill this share of the time left, so a budget is neither left a fifth unused nor overrun.
+REVISED_SAFETY = 0.95
 SYNTH_BATCHES = (400, 256, 200, 128, 64)  # candidates, largest first
 STUDENT_BATCHES = (512, 256, 128)
 LR_PER_512 = 0.2  # NAYER's student lr at batch 512, scaled linearly with the batch size
@@ -131,11 +135,6 @@ def explicit_schedule(preset, config, options: dict) -> bool:
     return preset is not None or config is not None or any(k in options for k in SCHEDULE_FIELDS)
 
 
-# cae's generator persists across batches (the noise, not a fresh layer, makes each batch new), so a batch needs
-# few steps, and 5 rather than 10 doubles the kept images per second. Measured at 60 s, one seed each: VGG grey
-# 32 px 94.9% vs 93.8% with 10; VGG colour 16 px 94.0% vs 96.2%: within seed noise either way, so the cheaper
-# setting stays until three-seed runs decide. nayer (a fresh noisy layer and Adam per batch) and fast keep theirs.
-PLANNED_CAE_G_STEPS = 5
 BN_REFERENCE = 30.0  # see bn_noise_level: the BN-term scale at which the suite's teachers became class-conditional
 
 
@@ -165,14 +164,11 @@ def synthesis_defaults(cfg: DistillConfig, given: set[str], image_shape, device,
       half the width halves its cost), NAYER's 64 otherwise;
     - ``flip``: None, decided after the warm-up by whether the teacher keeps its labels on mirrored images
       (a digits teacher does not; flipping its images teaches the student labels the teacher never meant);
-    - ``g_steps`` (cae): ``PLANNED_CAE_G_STEPS``;
     - ``bn_weight``: NAYER's 10 scaled by ``BN_REFERENCE / bn_noise_level(teacher)``, so the BN term weighs
       the same against the cross-entropy whatever the teacher's depth and statistics."""
     out = {}
     if "flip" not in given:
         out["flip"] = None
-    if "g_steps" not in given and cfg.paradigm == "cae":
-        out["g_steps"] = PLANNED_CAE_G_STEPS
     if "bn_weight" not in given and teacher is not None and cfg.bn_weight > 0:
         level = bn_noise_level(teacher, image_shape, mean, std, device)
         out["bn_weight"] = round(cfg.bn_weight * BN_REFERENCE / max(level, 1e-6), 4)
@@ -372,6 +368,30 @@ def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead:
     reasons += costs.notes
     est = estimate_seconds(costs, schedule, g)
     return Plan(budget, schedule, est + overhead, g, _costs_dict(costs), reasons)
+
+
+def revise_student_steps(plan: dict, step_seconds: float, synth_seconds: float, done: int, remaining: float,
+                         epochs_left: int) -> dict | None:
+    """The plan with ``student_steps`` re-sized from the run's own timing, inside the first post-warm-up epoch:
+    ``done`` steps of it ran at ``step_seconds`` each, its synthesis took ``synth_seconds``, ``epochs_left``
+    epochs follow it, ``remaining`` seconds are left. Every post-warm-up epoch gets the new count (this one
+    too, so it never drops below ``done``; at most twice the plan, or ``MAX_EPOCH_STEPS``); the epochs, batch
+    sizes and learning rates stay, so a rerun given the revised schedule does the same work. None when the
+    plan was within 5%."""
+    s = plan["schedule"]
+    old = s["student_steps"]
+    budget = remaining * REVISED_SAFETY - epochs_left * synth_seconds + done * step_seconds
+    steps = int(budget / (max(step_seconds, 1e-9) * (1 + epochs_left)))
+    steps = max(min(steps, max(2 * old, done), MAX_EPOCH_STEPS), done, 1)
+    if abs(steps - old) <= max(1, old // 20):
+        return None
+    revised = dict(plan, schedule=dict(s, student_steps=steps), reasons=list(plan["reasons"]))
+    revised["revised"] = {"student_steps_planned": old, "step_seconds": round(step_seconds, 5),
+                          "synth_seconds": round(synth_seconds, 3), "remaining_seconds": round(remaining, 2)}
+    revised["reasons"].append(f"re-sized in the first epoch after the warm-up (a student step took "
+                              f"{1000 * step_seconds:.1f} ms here): {steps} student steps per epoch instead of "
+                              f"{old}, to end within the {remaining:.0f} s left")
+    return revised
 
 
 def _costs_dict(costs: StepCosts) -> dict:

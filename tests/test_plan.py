@@ -7,7 +7,8 @@ import torch
 
 from fastcae import distill
 from fastcae.plan import (BudgetTooSmall, StepCosts, estimate_seconds, explicit_schedule, minimum_budget,
-                          plan_schedule)
+                          plan_schedule, revise_student_steps)
+from fastcae.plan import MAX_EPOCH_STEPS, SAFETY, _epoch_seconds
 from fastcae.config import DistillConfig
 from tests.helpers import tiny_classifier, trained_like_teacher
 
@@ -54,6 +55,35 @@ def test_a_bigger_budget_buys_more_student_steps():
     assert steps(big) > 5 * steps(small)
 
 
+@pytest.mark.parametrize("speed", [0.5, 0.8, 1.0, 1.3, 2.0])
+def test_the_first_epoch_after_warm_up_re_sizes_the_student_steps_to_the_time_left(speed):
+    """A device whose steps really take ``speed`` times the measured cost gets every post-warm-up epoch re-sized
+    to end within the time left; the epochs, batches and learning rate stay as planned."""
+    costs = _costs(0.05, 0.01)
+    plan = plan_schedule(DistillConfig(), costs, 240.0).to_dict()
+    s = plan["schedule"]
+    posts = s["epochs"] - s["warmup_epochs"]
+    synth = speed * s["synth_batches"] * costs.at(costs.generator_adv, s["synth_batch_size"]) * plan["generator_steps"]
+    step = speed * costs.at(costs.student, s["student_batch_size"])
+    _, post_estimate = _epoch_seconds(costs, s, plan["generator_steps"])
+    done = 12
+    remaining = posts * post_estimate / SAFETY - synth - done * step  # what the plan left for these epochs
+    revised = revise_student_steps(plan, step, synth, done, remaining, posts - 1)
+    if speed == 1.0:  # the measurement was right: only the safety margin is given back
+        assert revised is None or revised["schedule"]["student_steps"] >= s["student_steps"]
+        return
+    new = revised["schedule"]
+    assert {k: v for k, v in new.items() if k != "student_steps"} == {k: v for k, v in s.items() if k != "student_steps"}
+    assert (new["student_steps"] > s["student_steps"]) == (speed < 1)
+    real = (new["student_steps"] - done) * step + (posts - 1) * (synth + new["student_steps"] * step)
+    capped = new["student_steps"] in (2 * s["student_steps"], MAX_EPOCH_STEPS)  # at most twice the plan, or 400
+    assert real <= remaining and (real >= 0.9 * remaining or capped)
+    assert revised["revised"]["student_steps_planned"] == s["student_steps"]
+    assert "re-sized" in revised["reasons"][-1] and revised["reasons"][:-1] == plan["reasons"]
+    # never fewer steps than the epoch has already run
+    assert revise_student_steps(plan, step, synth, 50, 1.0, posts - 1)["schedule"]["student_steps"] == 50
+
+
 def test_too_small_and_non_positive_budgets_are_errors():
     with pytest.raises(BudgetTooSmall, match=r"max_seconds=5 is too small .* at least \d+ s would work here"):
         plan_schedule(DistillConfig(), _costs(1.0, 0.1), 5.0)
@@ -75,7 +105,10 @@ def test_distill_plans_for_the_budget_records_the_plan_and_reruns_identically():
     plan = result.plan
     assert plan is not None and plan["budget"] == 12
     assert result.config.epochs == plan["schedule"]["epochs"]
-    assert result.history[0]["plan"] == plan
+    assert result.config.student_steps == plan["schedule"]["student_steps"]
+    first = result.history[0]["plan"]  # as made; the result's may have been re-sized after the warm-up
+    assert first == plan or (plan["revised"]["student_steps_planned"] == first["schedule"]["student_steps"]
+                             and any("plan_revised" in h for h in result.history))
     assert len(result.history) == result.config.epochs  # finished its schedule inside the budget
     assert result.history[-1]["lr"] < 0.2 * result.config.lr_s  # the cosine reached its low-learning-rate end
     assert {"agreement", "diversity", "g_bn"} <= set(result.history[-1])

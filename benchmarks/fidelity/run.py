@@ -129,6 +129,7 @@ def main(argv=None) -> int:
     p.add_argument("--recipe", default="default", choices=list(RECIPES))
     p.add_argument("--out", default=None, help="JSON file (appended to if it exists)")
     p.add_argument("--progress", action="store_true")
+    p.add_argument("--no-baseline", action="store_true", help="skip the noise-input baseline (probes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a distill option for every run (experiments; the suite itself gives none)")
     p.add_argument("--table", default=None, help="print the table of this JSON file and exit")
@@ -144,7 +145,7 @@ def main(argv=None) -> int:
     for name in args.cases:
         for budget in args.budgets:
             for i, seed in enumerate(args.seeds):
-                record = run_case(CASES[name], budget, seed, args.recipe, baseline=(i == 0), progress=args.progress,
+                record = run_case(CASES[name], budget, seed, args.recipe, baseline=(i == 0 and not args.no_baseline), progress=args.progress,
                                   options=options)
                 doc["runs"].append(record)
                 out.parent.mkdir(parents=True, exist_ok=True)
