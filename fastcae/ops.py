@@ -10,6 +10,13 @@ Each function routes to a fused Triton kernel (``fastcae.kernels``) or to its Py
 
 Choose with the environment variable ``FASTCAE_KERNELS`` or :func:`set_backend` / :func:`backend`.
 If Triton is not installed, ``auto`` quietly uses the references and ``triton`` raises.
+
+A fused kernel that fails never takes a run down (``auto``): the first call of an op for a new device and
+dtype runs its forward *and backward* once on copies of the inputs (compiling both), and any failure there
+or in a later forward (a Triton that cannot compile it, a launch out of resources) sends that op to its
+reference for the rest of the process, with one warning naming the kernel and the error. :func:`kernel_report`
+says which ops ran fused; ``DistillResult.kernels`` and the profile report carry it. Under ``triton`` the error
+is raised instead (the tests and benchmarks must see it).
 """
 
 from __future__ import annotations
@@ -17,7 +24,9 @@ from __future__ import annotations
 import contextlib
 import importlib
 import os
+import warnings
 
+import torch
 from torch import Tensor
 
 from . import losses
@@ -28,6 +37,9 @@ _backend = os.environ.get("FASTCAE_KERNELS", "auto")
 if _backend not in BACKENDS:
     raise ValueError(f"FASTCAE_KERNELS={_backend!r} is not a kernel backend; known: {', '.join(BACKENDS)}")
 _kernel_modules: dict[str, object] = {}
+_failed: dict[str, str] = {}  # op -> the error that sent it to its reference for the rest of the process
+_checked: set[tuple] = set()  # (op, device type, dtypes) whose fused forward and backward ran once
+_ran: dict[str, str] = {}  # op -> "fused" or "reference", as last called
 
 
 def set_backend(name: str) -> None:
@@ -77,7 +89,7 @@ def _interpreting() -> bool:
 
 def uses_triton(op: str, t: Tensor) -> bool:
     """Whether a call of ``op`` on tensor ``t`` goes to the Triton kernel under the current backend."""
-    if _backend == "reference":
+    if _backend == "reference" or (_backend == "auto" and op in _failed):
         return False
     mod = _kernel(op)
     if _backend == "triton":
@@ -90,6 +102,81 @@ def uses_triton(op: str, t: Tensor) -> bool:
     return mod is not None and (t.is_cuda or (t.device.type == "cpu" and _interpreting()))
 
 
+def reset_report() -> None:
+    """Forget which ops ran (a new run starts its report); kernels that failed stay on their reference."""
+    _ran.clear()
+
+
+def kernel_report() -> dict[str, str]:
+    """Per op called so far in this process: "fused", "reference", or "reference (fused kernel failed: ...)"."""
+    return {op: (f"reference (fused kernel failed: {_failed[op]})" if op in _failed else how)
+            for op, how in sorted(_ran.items())}
+
+
+def _fail(op: str, err: BaseException) -> None:
+    first = str(err).strip().splitlines()
+    _failed[op] = f"{type(err).__name__}: {first[0][:300] if first else ''}"
+    warnings.warn(f"fastcae: the fused kernel {op} failed ({_failed[op]}); {op} runs on its PyTorch reference "
+                  f"from now on (slower, same results). FASTCAE_KERNELS=reference silences this.",
+                  RuntimeWarning, stacklevel=3)
+
+
+def _probe(op: str, fused, args: tuple) -> None:
+    """Run ``fused`` forward and backward once on detached copies of ``args`` (nothing the caller holds is
+    touched: in-place running-statistic updates land on the copies), so a kernel that cannot compile or
+    launch fails here, not inside the caller's backward."""
+    copies, leaves = [], []
+    for a in args:
+        if isinstance(a, Tensor):
+            c = a.detach().clone()
+            if a.requires_grad and c.is_floating_point():
+                c.requires_grad_(True)
+                leaves.append(c)
+            copies.append(c)
+        else:
+            copies.append(a)
+    with torch.enable_grad():
+        out = fused(*copies)
+        outs = [o for o in (out if isinstance(out, tuple) else (out,)) if isinstance(o, Tensor) and o.requires_grad]
+        if leaves and outs:
+            torch.autograd.grad(sum(o.float().sum() for o in outs), leaves, allow_unused=True)
+
+
+def _run(op: str, fused, reference, args: tuple, key_tensor: Tensor, loss: bool = True):
+    """``fused(*args)`` with the fall-back described in the module docstring; ``reference(*args)`` otherwise.
+    A loss's reference runs with autocast off (bf16 runs): its reductions, softmaxes and the similarity matmul
+    of SupCon stay fp32, as the fused kernels accumulate in fp32 whatever their inputs."""
+    if loss:
+        plain = reference
+
+        def reference(*a):
+            with torch.autocast(key_tensor.device.type, enabled=False):
+                return plain(*a)
+
+    if not uses_triton(op, key_tensor):
+        _ran[op] = "reference"
+        return reference(*args)
+    if _backend == "triton" or torch.compiler.is_compiling():  # raise; or inside a trace, where the compiled
+        _ran[op] = "fused"  # step's own eager fall-back re-runs this function outside the trace
+        return fused(*args)
+    tensors = [a for a in args if isinstance(a, Tensor)]
+    key = (op, key_tensor.device.type, tuple(a.dtype for a in tensors),
+           torch.is_grad_enabled() and any(a.requires_grad for a in tensors))
+    try:
+        if key not in _checked:
+            _probe(op, fused, args)
+            _checked.add(key)
+        out = fused(*args)
+    except Exception as err:  # noqa: BLE001 - any compile or launch failure: the reference computes the same
+        if isinstance(err, (ValueError, TypeError, NotImplementedError)):
+            raise  # bad input is the caller's to fix, not a kernel failure
+        _fail(op, err)
+        _ran[op] = "reference"
+        return reference(*args)
+    _ran[op] = "fused"
+    return out
+
+
 # --- the ops ---------------------------------------------------------------------------------------------
 
 
@@ -97,23 +184,19 @@ def logit_loss(teacher_logits, student_logits, targets, temperature, kd_weight, 
     """``kd_weight * KD_T + adv_weight * ADV + ce_weight * CE(teacher)``: see ``losses.logit_loss``."""
     args = (teacher_logits, student_logits, targets, float(temperature), float(kd_weight), float(adv_weight),
             float(ce_weight))
-    if uses_triton("kd_loss", student_logits):
-        return _kernel("kd_loss").kd_loss(*args)
-    return losses.logit_loss(*args)
+    return _run("kd_loss", lambda *a: _kernel("kd_loss").kd_loss(*a), losses.logit_loss, args, student_logits)
 
 
 def bn_stats_loss(x, running_mean, running_var, ema_mean, ema_var, ema_weight):
     """One teacher BN layer's statistics loss: see ``losses.bn_stats_loss``. Returns (loss, mean, var)."""
-    if uses_triton("bn_stats_loss", x):
-        return _kernel("bn_stats_loss").bn_stats_loss(x, running_mean, running_var, ema_mean, ema_var, ema_weight)
-    return losses.bn_stats_loss(x, running_mean, running_var, ema_mean, ema_var, ema_weight)
+    return _run("bn_stats_loss", lambda *a: _kernel("bn_stats_loss").bn_stats_loss(*a), losses.bn_stats_loss,
+                (x, running_mean, running_var, ema_mean, ema_var, ema_weight), x)
 
 
 def supcon_loss(z, labels, temperature):
     """CNCL's supervised-contrastive loss: see ``losses.supcon_loss``."""
-    if uses_triton("supcon", z):
-        return _kernel("supcon").supcon(z, labels, float(temperature))
-    return losses.supcon_loss(z, labels, float(temperature))
+    return _run("supcon", lambda *a: _kernel("supcon").supcon(*a), losses.supcon_loss, (z, labels, float(temperature)),
+                z)
 
 
 def cend_linear(embeddings, targets, source_ids, magnitudes, scale, noise_state, noise, bn_weight, bn_bias,
@@ -124,11 +207,26 @@ def cend_linear(embeddings, targets, source_ids, magnitudes, scale, noise_state,
     (seed, offset)); the reference takes the same noise precomputed as ``noise [B, D]``
     (``fastcae.cend.counter_noise``), so both paths agree.
     """
-    if uses_triton("cend_linear", weight):
-        return _kernel("cend_linear").cend_linear(
-            embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias,
-            running_mean, running_var, training, momentum, eps, weight, bias,
-        )
+    args = (embeddings, targets, source_ids, magnitudes, scale, noise_state, noise, bn_weight, bn_bias, running_mean,
+            running_var, training, momentum, eps, weight, bias)
+    return _run("cend_linear", _cend_linear_fused, _cend_linear_reference, args, weight, loss=False)
+
+
+def _cend_linear_fused(embeddings, targets, source_ids, magnitudes, scale, noise_state, noise, bn_weight, bn_bias,
+                       running_mean, running_var, training, momentum, eps, weight, bias):
+    return _kernel("cend_linear").cend_linear(
+        embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias,
+        running_mean, running_var, training, momentum, eps, weight, bias,
+    )
+
+
+def _cend_linear_reference(embeddings, targets, source_ids, magnitudes, scale, noise_state, noise, bn_weight,
+                           bn_bias, running_mean, running_var, training, momentum, eps, weight, bias):
+    if noise is None and noise_state is not None:  # the fused kernel failed after the caller skipped the noise
+        from .cend import counter_noise
+
+        seed, offset = (int(v) for v in noise_state.tolist())
+        noise = counter_noise(seed, offset, source_ids, embeddings.shape[1])
     if noise is None or noise.shape != (targets.shape[0], embeddings.shape[1]):
         got = None if noise is None else tuple(noise.shape)
         raise ValueError(f"cend_linear (reference path): noise must be [{targets.shape[0]}, "

@@ -336,7 +336,8 @@ def _markdown(report: dict) -> str:
     meta = report.get("meta", {})
     lines = ["# fastcae throughput report", "",
              f"Date: {meta.get('date', 'n/a')}  ", f"Device: {meta.get('device', 'n/a')}  ",
-             f"Compiled steps: {meta.get('compile_mode', 'n/a')}", ""]
+             f"Compiled steps: {meta.get('compile_mode', 'n/a')}  ",
+             "Fused ops: " + (", ".join(f"{op} {how}" for op, how in meta.get("kernels", {}).items()) or "n/a"), ""]
     gpu = report["gpu_metrics"] == "available"
     head = ["phase", "seconds", "images", "images/s", "steps/s"]
     if gpu:
