@@ -35,6 +35,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .numerics import div_rn
+
 # --- constants -------------------------------------------------------------------------------------------
 
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: such rows drop out of the CE mean
@@ -80,7 +82,7 @@ def _kd_loss_fwd_kernel(
     rows_c = tl.minimum(rows, B - 1)
     t_row = t_ptr + rows_c[:, None] * stride_t
     s_row = s_ptr + rows_c[:, None] * stride_s
-    inv_t = 1.0 / tl.cast(temperature, ACC)
+    inv_t = div_rn(tl.cast(1.0, ACC), tl.cast(temperature, ACC))
     y = tl.load(y_ptr + rows_c).to(tl.int32)
 
     neg_inf = tl.full([ROWS], float("-inf"), ACC)
@@ -144,7 +146,7 @@ def _kd_loss_fwd_kernel(
         # KL = sum p (a - b) - (lse_a - lse_b), with sum p (a - b) = w_a / z_a. The lse difference is taken as
         # (m_a - m_b) + log(z_a / z_b): subtracting the two rounded lse (~log C each) would cost ~ulp(log C),
         # which T^2 = 400 amplifies (KL_T itself is only ~1e-3 at T = 20).
-        kl_T = w_a / z_a - (m_a - m_b) - tl.log(z_a / z_b)
+        kl_T = div_rn(w_a, z_a) - (m_a - m_b) - tl.log(div_rn(z_a, z_b))
         tl.store(stats + 0 * B, lse_a, mask=row_ok)
         tl.store(stats + 1 * B, lse_b, mask=row_ok)
     tl.store(stats + 2 * B, kl_T, mask=row_ok)
@@ -156,7 +158,7 @@ def _kd_loss_fwd_kernel(
     agree = zero
     if HAS_ADV:
         lse_s = m_s + tl.log(z_s)
-        kl_1 = w_t / z_t - (m_t - m_s) - tl.log(z_t / z_s)
+        kl_1 = div_rn(w_t, z_t) - (m_t - m_s) - tl.log(div_rn(z_t, z_s))
         agree = (am_t == am_s).to(ACC)
         tl.store(stats + 4 * B, lse_s, mask=row_ok)
     tl.store(stats + 5 * B, kl_1, mask=row_ok)
@@ -202,7 +204,7 @@ def _kd_loss_reduce_kernel(
         ce += tl.load(stats_ptr + 7 * B + rows, mask=ok, other=0.0)
         y = tl.load(y_ptr + rows, mask=ok, other=IGNORE)
         nv += (y != IGNORE).to(ACC)
-    inv_b = 1.0 / tl.cast(B, ACC)
+    inv_b = div_rn(tl.cast(1.0, ACC), tl.cast(B, ACC))
     n_valid = tl.sum(nv, axis=0)
     temp = tl.cast(temperature, ACC)
     loss = tl.sum(kd, axis=0) * 0.0
@@ -212,7 +214,7 @@ def _kd_loss_reduce_kernel(
         loss -= tl.cast(adv_weight, ACC) * tl.sum(adv, axis=0) * inv_b
     if HAS_CE:
         # The CE mean runs over non-ignored rows (0 / 0 = nan when all are ignored, as in F.cross_entropy).
-        loss += tl.cast(ce_weight, ACC) * tl.sum(ce, axis=0) / n_valid
+        loss += div_rn(tl.cast(ce_weight, ACC) * tl.sum(ce, axis=0), n_valid)
     tl.store(loss_ptr, loss)
     tl.store(nvalid_ptr, n_valid)
 
@@ -256,9 +258,9 @@ def _kd_loss_bwd_kernel(
     dt_row = dt_ptr + rows_c[:, None] * stride_dt
     ds_row = ds_ptr + rows_c[:, None] * stride_ds
     temp = tl.cast(temperature, ACC)
-    inv_t = 1.0 / temp
+    inv_t = div_rn(tl.cast(1.0, ACC), temp)
     go = tl.load(go_ptr).to(ACC)
-    inv_b = 1.0 / tl.cast(B, ACC)
+    inv_b = div_rn(tl.cast(1.0, ACC), tl.cast(B, ACC))
     stats = stats_ptr + rows_c
     y = tl.load(y_ptr + rows_c).to(tl.int32)
 
@@ -273,7 +275,7 @@ def _kd_loss_bwd_kernel(
     kl_1 = tl.load(stats + 5 * B)
     adv_c = -go * tl.cast(adv_weight, ACC) * inv_b * tl.load(stats + 6 * B)  # [ROWS]: 0 where argmaxes disagree
     n_valid = tl.load(nvalid_ptr).to(ACC)
-    ce_c = tl.where(y != IGNORE, go * tl.cast(ce_weight, ACC) / n_valid, 0.0)  # [ROWS]
+    ce_c = tl.where(y != IGNORE, div_rn(go * tl.cast(ce_weight, ACC), n_valid), 0.0)  # [ROWS]
 
     cols0 = tl.arange(0, BLOCK_C)
     for c0 in range(0, C, BLOCK_C):
@@ -490,8 +492,9 @@ def _kd_loss_backward_op(
 @_kd_loss_backward_op.register_fake
 def _(grad_output, teacher_logits, student_logits, targets, stats, n_valid, temperature, kd_weight, adv_weight,
       ce_weight, need_teacher_grad, need_student_grad):
-    dt = torch.empty_like(teacher_logits) if need_teacher_grad else teacher_logits.new_empty((0,))
-    ds = torch.empty_like(student_logits) if need_student_grad else student_logits.new_empty((0,))
+    # row-major like the real op (empty_like would keep a transposed input's strides)
+    dt = teacher_logits.new_empty(teacher_logits.shape) if need_teacher_grad else teacher_logits.new_empty((0,))
+    ds = student_logits.new_empty(student_logits.shape) if need_student_grad else student_logits.new_empty((0,))
     return dt, ds
 
 

@@ -34,6 +34,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .numerics import div_rn
+
 # --- constants -------------------------------------------------------------------------------------------
 
 N_STATS = 3  # rows of the per-anchor statistics buffer: LSE, positive count, per-anchor loss (0 if none)
@@ -82,7 +84,7 @@ def _supcon_fwd_kernel(
     dmask = dk[None, :] < d
     zi = tl.load(z_ptr + rows[:, None] * stride_z + dk[None, :], mask=row_ok[:, None] & dmask, other=0.0)
     yi = tl.load(lab_ptr + rows, mask=row_ok, other=0)
-    inv_tau = 1.0 / tl.cast(temperature, ACC)
+    inv_tau = div_rn(tl.cast(1.0, ACC), tl.cast(temperature, ACC))
 
     m = tl.full([BLOCK_M], float("-inf"), ACC)  # running max of s_ij over j != i
     l = tl.zeros([BLOCK_M], ACC)  # running sum of exp(s_ij - m)
@@ -109,7 +111,7 @@ def _supcon_fwd_kernel(
     # l >= 1 once m is finite (the max term is exp(0)); the clamp only keeps log(0) away when B = 1, where
     # the anchor has no other sample and lse = m = -inf.
     lse = m + tl.log(tl.maximum(l, 1e-30))
-    loss_i = tl.where(n_pos > 0, lse - pos_sum / tl.maximum(n_pos, 1.0), 0.0)
+    loss_i = tl.where(n_pos > 0, lse - div_rn(pos_sum, tl.maximum(n_pos, 1.0)), 0.0)
     tl.store(stats_ptr + rows, lse, mask=row_ok)
     tl.store(stats_ptr + B + rows, n_pos, mask=row_ok)
     tl.store(stats_ptr + 2 * B + rows, loss_i, mask=row_ok)
@@ -133,7 +135,7 @@ def _supcon_reduce_kernel(
         acc += tl.load(stats_ptr + 2 * B + rows, mask=ok, other=0.0)
         cnt += (tl.load(stats_ptr + B + rows, mask=ok, other=0.0) > 0).to(ACC)
     n_anchor = tl.sum(cnt, axis=0)
-    tl.store(loss_ptr, tl.sum(acc, axis=0) / tl.maximum(n_anchor, 1.0))
+    tl.store(loss_ptr, div_rn(tl.sum(acc, axis=0), tl.maximum(n_anchor, 1.0)))
     tl.store(nanchor_ptr, n_anchor)
 
 
@@ -165,13 +167,13 @@ def _supcon_bwd_kernel(
     dmask = dk[None, :] < d
     zi = tl.load(z_ptr + rows[:, None] * stride_z + dk[None, :], mask=row_ok[:, None] & dmask, other=0.0)
     yi = tl.load(lab_ptr + rows, mask=row_ok, other=0)
-    inv_tau = 1.0 / tl.cast(temperature, ACC)
+    inv_tau = div_rn(tl.cast(1.0, ACC), tl.cast(temperature, ACC))
     # g / (tau * A): the 1/tau of ds/dz folded into the per-row weights.
-    scale = tl.load(go_ptr).to(ACC) * inv_tau / tl.maximum(tl.load(nanchor_ptr).to(ACC), 1.0)
+    scale = div_rn(tl.load(go_ptr).to(ACC) * inv_tau, tl.maximum(tl.load(nanchor_ptr).to(ACC), 1.0))
     lse_i = tl.load(stats_ptr + rows, mask=row_ok, other=0.0)
     n_i = tl.load(stats_ptr + B + rows, mask=row_ok, other=0.0)
     w_i = tl.where(n_i > 0, scale, 0.0)  # weight of the softmax term; 0 for anchors without a positive
-    c_i = w_i / tl.maximum(n_i, 1.0)  # weight of each positive
+    c_i = div_rn(w_i, tl.maximum(n_i, 1.0))  # weight of each positive
 
     acc = tl.zeros([BLOCK_M, D_PAD], ACC)
     for n0 in range(0, B, BLOCK_N):
@@ -182,7 +184,7 @@ def _supcon_bwd_kernel(
         lse_j = tl.load(stats_ptr + cols, mask=col_ok, other=0.0)
         n_j = tl.load(stats_ptr + B + cols, mask=col_ok, other=0.0)
         w_j = tl.where(n_j > 0, scale, 0.0)
-        c_j = w_j / tl.maximum(n_j, 1.0)
+        c_j = div_rn(w_j, tl.maximum(n_j, 1.0))
         s = _dot(zi, tl.trans(zj), DOT_PRECISION, UPCAST_DOT).to(ACC) * inv_tau
         # Padded anchor rows are masked too: with B = 1, exp(s - lse_j) = exp(+inf) there.
         valid = row_ok[:, None] & col_ok[None, :] & (rows[:, None] != cols[None, :])
