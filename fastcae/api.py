@@ -18,12 +18,14 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
+from . import ops
 from .bn_hooks import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .embeddings import class_embeddings
 from .loop import DistillRun, EvalSet, freeze
 from .plan import describe_estimate, explicit_schedule, measure_costs, plan_schedule, synthesis_defaults
 from .pool import SyntheticPool
+from .steps import resolve_precision
 from .presets import DATASETS, get_preset, is_pair_preset
 
 # Without a pair preset, distill assumes CIFAR-10-like input unless told otherwise (the historical default).
@@ -41,6 +43,7 @@ class DistillResult:
     pool: SyntheticPool  # the synthetic images the student learned from, with labels and source ids
     class_names: list[str] = field(default_factory=list)
     compile_mode: str = "eager"  # how the steps ran: "eager", "inductor", "cudagraphs" or "aot_eager"
+    kernels: dict = field(default_factory=dict)  # op -> "fused" / "reference" (and why): fastcae.ops.kernel_report
 
     @property
     def plan(self) -> dict | None:
@@ -187,6 +190,7 @@ def distill(
     mean = DEFAULT_MEAN if mean is None else mean
     std = DEFAULT_STD if std is None else std
     device = _resolve_device(cfg.device)
+    cfg = cfg.replace(precision=resolve_precision(cfg.precision, device))  # recorded: the run's real precision
     image_shape = _check_image_shape(image_shape)
     mean = _check_norm("mean", mean, image_shape[0])
     std = _check_norm("std", std, image_shape[0])
@@ -228,6 +232,7 @@ def distill(
     cfg = _schedule(cfg, planned, explicit, set(options), checkpoint_dir, teacher, student, embeddings,
                     image_shape, mean, std, device, width, started)
     torch.manual_seed(cfg.seed)
+    ops.reset_report()  # the result says which ops this run ran fused
     run = DistillRun(cfg, teacher, student, embeddings, image_shape, mean, std, device, evalset)
     if checkpoint_dir is not None:
         payload = ckpt.load(checkpoint_dir, cfg, device=device)
@@ -244,6 +249,7 @@ def distill(
                 _run_epochs(run, checkpoint_dir, started)
             finally:
                 meta["compile_mode"] = run.effective_compile_mode
+                meta["kernels"] = ops.kernel_report()
                 meta["plan"] = run.cfg.plan
                 meta["health"] = [{k: h.get(k) for k in ("epoch", "phase", "g_bn", "agreement", "diversity")}
                                   for h in run.history]
@@ -254,8 +260,12 @@ def distill(
     student.eval()
     for p in student.parameters():
         p.requires_grad_(True)
+    if device.type == "cuda":  # the models leave in the layout they came in (channels_last was for the run)
+        student.to(memory_format=torch.contiguous_format)
+        teacher.to(memory_format=torch.contiguous_format)
     return DistillResult(student=student, history=run.history, config=run.cfg, generator=run.synth.generator,
-                         pool=run.pool, class_names=class_names, compile_mode=run.effective_compile_mode)
+                         pool=run.pool, class_names=class_names, compile_mode=run.effective_compile_mode,
+                         kernels=ops.kernel_report())
 
 
 def _say(cfg: DistillConfig, text: str) -> None:

@@ -95,6 +95,10 @@ class DistillConfig:
     # inductor's C++ builds take minutes); True = "cudagraphs" on CUDA, "inductor" on CPU; False = "eager";
     # or a mode name: "eager", "inductor", "cudagraphs", "aot_eager" (debugging)
     compile: bool | str | None = None
+    # "bf16": the generator, teacher and student forwards run under bf16 autocast (weights, optimiser states,
+    # loss reductions and BN statistics stay fp32; the fused kernels take bf16 activations); "fp32"; None =
+    # auto: bf16 on a CUDA GPU that supports it, fp32 elsewhere (CPU bf16 is supported, and slower on most CPUs)
+    precision: str | None = None
 
     def __post_init__(self):
         # tuples survive a JSON round trip as lists; normalise so equal configs compare equal
@@ -137,6 +141,9 @@ class DistillConfig:
             )
         if self.pool_policy not in ("fifo", "reservoir"):
             raise ValueError(f"unknown pool_policy {self.pool_policy!r}; known: fifo, reservoir")
+        if self.precision not in (None, "fp32", "bf16"):
+            raise ValueError(f"precision={self.precision!r}; use 'bf16', 'fp32' or None (auto: bf16 on CUDA GPUs "
+                             f"that support it)")
         if self.pool_dtype not in ("uint8", "bfloat16"):
             raise ValueError(f"unknown pool_dtype {self.pool_dtype!r}; known: uint8, bfloat16")
         from .compiled import MODES

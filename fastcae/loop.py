@@ -78,6 +78,9 @@ class DistillRun:
         self.image_shape = tuple(image_shape)
         self.teacher = freeze(teacher.to(self.device))
         self.student = student.to(self.device)
+        if self.device.type == "cuda":  # cuDNN's fastest convolutions (bf16 tensor cores) want NHWC
+            self.teacher.to(memory_format=torch.channels_last)
+            self.student.to(memory_format=torch.channels_last)
         # flip=None: no flip while the warm-up synthesises, then the teacher decides (decide_flip)
         self.augment = make_augment(cfg, mean, std, self.image_shape, self.device)
         self.bn = BNStatsLoss(self.teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None

@@ -72,6 +72,24 @@ def contrastive_parts(student: nn.Module, cfg: DistillConfig, image_shape, devic
     return head, tap
 
 
+def resolve_precision(precision: str | None, device) -> str:
+    """The run's precision: the user's, or bf16 on a CUDA GPU with bf16 support and fp32 elsewhere."""
+    device = torch.device(device)
+    bf16_ok = device.type == "cpu" or (device.type == "cuda" and torch.cuda.is_bf16_supported())
+    if precision == "bf16" and not bf16_ok:
+        raise ValueError(f"precision='bf16' was asked for but {device} does not support bf16; use precision='fp32'")
+    if precision is None:
+        return "bf16" if device.type == "cuda" and bf16_ok else "fp32"
+    return precision
+
+
+def autocast(cfg: DistillConfig, device_type: str):
+    """The forwards of a step under bf16 autocast when ``cfg.precision`` says so: convolutions and matmuls in
+    bf16, master weights, optimiser states and the losses' reductions in fp32 (autocast runs softmax, norms
+    and BN statistics in fp32; the fused kernels accumulate in fp32)."""
+    return torch.autocast(device_type, dtype=torch.bfloat16, enabled=cfg.precision == "bf16")
+
+
 def accumulate(total: dict[str, Tensor] | None, terms: dict[str, Tensor]) -> dict[str, Tensor]:
     """``total + terms`` per key, as new tensors (the first is a copy): a compiled step's outputs may live
     in CUDA-graph memory that the next replay overwrites, so nothing kept across steps aliases them."""
@@ -84,15 +102,16 @@ def generator_loss(generator: nn.Module, ctx: StepContext, targets: Tensor, sour
                    adv_weight: float) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """The synthesis forward: ``(loss, bn term, ce + adv term, images)``. Run it with ``ctx.bn.active()``
     entered (the hooks collect the teacher's batch statistics); compiled as one graph."""
-    images = generator(targets, sources)
-    x = ctx.augment(images)
-    t_logits = ctx.teacher(x)
-    bn_loss = ctx.bn.loss() if ctx.bn is not None else torch.zeros((), device=x.device)
-    # The student only matters for the adversarial term: skip its forward during warm-up.
-    s_logits = ctx.student(x) if adv_weight > 0 else t_logits.detach()
-    logit = ops.logit_loss(t_logits, s_logits, targets, 1.0, 0.0, adv_weight, cfg.ce_weight)
-    loss = cfg.bn_weight * bn_loss + logit
-    return loss, bn_loss.detach(), logit.detach(), images.detach()
+    with autocast(cfg, targets.device.type):
+        images = generator(targets, sources)
+        x = ctx.augment(images)
+        t_logits = ctx.teacher(x)
+        bn_loss = ctx.bn.loss() if ctx.bn is not None else torch.zeros((), device=x.device)
+        # The student only matters for the adversarial term: skip its forward during warm-up.
+        s_logits = ctx.student(x) if adv_weight > 0 else t_logits.detach()
+        logit = ops.logit_loss(t_logits, s_logits, targets, 1.0, 0.0, adv_weight, cfg.ce_weight)
+    loss = cfg.bn_weight * bn_loss.float() + logit.float()
+    return loss, bn_loss.detach(), logit.detach(), images.detach().float()  # kept images: fp32 in any precision
 
 
 def generator_step(
@@ -126,21 +145,22 @@ def generator_step(
 def student_loss(ctx: StepContext, images: Tensor, labels: Tensor, cfg: DistillConfig
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """The distillation forward on a pool batch: ``(loss, kd term, cncl term)``; compiled as one graph."""
-    x = ctx.augment(images)
-    with torch.no_grad():
-        t_logits = ctx.teacher(x)
     contrastive = ctx.head is not None and cfg.cncl_weight > 0
-    if contrastive:
-        features, s_logits = features_and_logits(ctx.student, x, ctx.tap)
-    else:
-        s_logits = ctx.student(x)
-    kd = ops.logit_loss(t_logits, s_logits, labels, cfg.temperature, 1.0, 0.0, 0.0)
-    loss = kd
-    if contrastive:
-        cncl = ops.supcon_loss(ctx.head(features), labels, cfg.cncl_temperature)
-        loss = loss + cfg.cncl_weight * cncl
-    else:
-        cncl = torch.zeros((), device=x.device)
+    with autocast(cfg, images.device.type):
+        x = ctx.augment(images)
+        with torch.no_grad():
+            t_logits = ctx.teacher(x)
+        if contrastive:
+            features, s_logits = features_and_logits(ctx.student, x, ctx.tap)
+        else:
+            s_logits = ctx.student(x)
+        kd = ops.logit_loss(t_logits, s_logits, labels, cfg.temperature, 1.0, 0.0, 0.0).float()
+        loss = kd
+        if contrastive:
+            cncl = ops.supcon_loss(ctx.head(features), labels, cfg.cncl_temperature).float()
+            loss = loss + cfg.cncl_weight * cncl
+        else:
+            cncl = torch.zeros((), device=x.device)
     return loss, kd.detach(), cncl.detach()
 
 
