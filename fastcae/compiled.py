@@ -100,6 +100,7 @@ class CompiledSteps:
                                           **options)
         self.active = True  # False after a fall-back to eager
         self.fallback_error: str | None = None
+        self.routes: dict[str, set] = {"generator_loss": set(), "student_loss": set()}  # ops each graph runs
 
     def run(self, name: str, forward_backward):
         """``forward_backward(loss_fn)`` with the compiled ``name`` forward ("generator_loss" or
@@ -112,11 +113,15 @@ class CompiledSteps:
             # keep across steps: ``steps.accumulate``)
             torch.compiler.cudagraph_mark_step_begin()
         try:
-            return forward_backward(getattr(self, name))
+            with ops.notes_while_tracing() as traced:
+                out = forward_backward(getattr(self, name))
         except Exception as err:  # noqa: BLE001 - any compile failure: the eager call decides
             result = forward_backward(getattr(steps, name))
             self.disable(err)
             return result
+        self.routes[name] |= traced  # the ops' routing, as traced (the graph itself records nothing)
+        ops.note(self.routes[name])
+        return out
 
     def disable(self, err: BaseException) -> None:
         if self.active:

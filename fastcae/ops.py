@@ -37,9 +37,51 @@ _backend = os.environ.get("FASTCAE_KERNELS", "auto")
 if _backend not in BACKENDS:
     raise ValueError(f"FASTCAE_KERNELS={_backend!r} is not a kernel backend; known: {', '.join(BACKENDS)}")
 _kernel_modules: dict[str, object] = {}
+try:
+    from .kernels.shared import INTERPRET as _INTERPRET
+except ImportError:  # no Triton: nothing can interpret
+    _INTERPRET = False
 _failed: dict[str, str] = {}  # op -> the error that sent it to its reference for the rest of the process
 _checked: set[tuple] = set()  # (op, device type, dtypes) whose fused forward and backward ran once
+OPS = ("kd_loss", "bn_stats_loss", "supcon", "cend_linear")
 _ran: dict[str, str] = {}  # op -> "fused" or "reference", as last called
+_trace_notes: list[set] = []  # collectors opened by ``notes_while_tracing``
+
+
+@torch._dynamo.assume_constant_result
+def _note_traced(op: str, how: str) -> bool:
+    """Called once per trace, at trace time, not in the graph (nothing for Dynamo to guard on)."""
+    if _trace_notes:
+        _trace_notes[-1].add((op, how))
+    return True
+
+
+def _note(op: str, how: str) -> None:
+    """Record how ``op`` ran. Inside a trace the record goes to the trace's collector instead: a traced write
+    to this module's dict would put guards on its contents, and every graph would recompile as it filled."""
+    if torch.compiler.is_compiling():
+        _note_traced(op, how)
+    else:
+        _ran[op] = how
+
+
+@contextlib.contextmanager
+def notes_while_tracing():
+    """``with notes_while_tracing() as seen: compiled_fn(...)``: ``seen`` gets the (op, how) pairs of the ops
+    that a (re)trace inside the block routed; empty when the call hit a cached graph. The caller keeps them
+    per graph and passes them to :func:`note` after each call."""
+    seen: set = set()
+    _trace_notes.append(seen)
+    try:
+        yield seen
+    finally:
+        _trace_notes.pop()
+
+
+def note(pairs) -> None:
+    """Record (op, how) pairs that a compiled graph runs (see :func:`notes_while_tracing`)."""
+    for op, how in pairs:
+        _ran[op] = how
 
 
 def set_backend(name: str) -> None:
@@ -79,12 +121,14 @@ def _kernel(op: str):
 def preload_kernels() -> None:
     """Import every kernel module now. ``torch.compile`` cannot trace an import, so the compiled steps call
     this before their first trace (the eager path imports lazily, on first use)."""
-    for op in ("kd_loss", "bn_stats_loss", "supcon", "cend_linear"):
+    for op in OPS:
         _kernel(op)
 
 
 def _interpreting() -> bool:
-    return os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+    """Triton's own reading of TRITON_INTERPRET (see fastcae.kernels.shared), taken once, as the kernels take
+    it. Read here without importing Triton, which may be absent."""
+    return _INTERPRET
 
 
 def uses_triton(op: str, t: Tensor) -> bool:
@@ -154,10 +198,10 @@ def _run(op: str, fused, reference, args: tuple, key_tensor: Tensor, loss: bool 
                 return plain(*a)
 
     if not uses_triton(op, key_tensor):
-        _ran[op] = "reference"
+        _note(op, "reference")
         return reference(*args)
     if _backend == "triton" or torch.compiler.is_compiling():  # raise; or inside a trace, where the compiled
-        _ran[op] = "fused"  # step's own eager fall-back re-runs this function outside the trace
+        _note(op, "fused")  # step's own eager fall-back re-runs this function outside the trace
         return fused(*args)
     tensors = [a for a in args if isinstance(a, Tensor)]
     key = (op, key_tensor.device.type, tuple(a.dtype for a in tensors),
@@ -171,9 +215,9 @@ def _run(op: str, fused, reference, args: tuple, key_tensor: Tensor, loss: bool 
         if isinstance(err, (ValueError, TypeError, NotImplementedError)):
             raise  # bad input is the caller's to fix, not a kernel failure
         _fail(op, err)
-        _ran[op] = "reference"
+        _note(op, "reference")
         return reference(*args)
-    _ran[op] = "fused"
+    _note(op, "fused")
     return out
 
 
