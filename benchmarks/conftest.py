@@ -11,7 +11,7 @@ import platform
 import pytest
 import torch
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+from scales import DEVICE  # benchmarks/ is on sys.path (rootdir conftest)
 
 # On CPU, Triton kernels only run through the interpreter (slow, not a performance path): the fused cases
 # skip there. Setting TRITON_INTERPRET here would make CPU timings meaningless, so it is never set.

@@ -20,13 +20,17 @@ from dataclasses import dataclass
 
 import pytest
 import torch
-from conftest import DEVICE
 
 from fastcae import ops
 from fastcae.config import make_config
 from fastcae.loop import DistillRun
 from fastcae.models import create_model
 from fastcae.presets import DATASETS
+
+
+# The benchmarks' device (benchmarks/conftest.py takes it from here): defined here, not in the conftest, so
+# that scripts outside pytest (benchmarks/gpu_check.py) import it without picking up some other conftest.
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
 @dataclass(frozen=True)

@@ -17,7 +17,11 @@ The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% o
 - about ``TARGET_EPOCHS`` post-warm-up epochs, so the per-epoch cosine is smooth, each of at least
   ``MIN_EPOCH_STEPS`` and at most ``MAX_EPOCH_STEPS`` (NAYER's 400) student steps;
 - the generator is never re-created inside a planned run (re-creating it threw away the progress of the
-  BN-statistics loss on deep teachers, and a budget has no time to win it back).
+  BN-statistics loss on deep teachers, and a budget has no time to win it back);
+- once, in the first epoch after the warm-up, the run times its own student steps and synthesis and
+  ``revise_student_steps`` re-sizes the student steps of every post-warm-up epoch to the time really left
+  (``fastcae.loop.DistillRun.train_student``): the measurement before the run overestimated a step inside
+  it by 10-20%, which left long budgets a fifth unused.
 """
 
 from __future__ import annotations

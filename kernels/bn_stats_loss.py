@@ -35,7 +35,6 @@ fp64 inputs are accumulated and returned in fp64 (the reference casts to fp32) s
 from __future__ import annotations
 
 import functools
-import os
 from typing import Optional
 
 import torch
@@ -43,13 +42,18 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .shared import INTERPRET, div_rn, sm_count, sqrt_rn
+
 # ---------------------------------------------------------------------------------------------------------
 # Constants
 # ---------------------------------------------------------------------------------------------------------
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+_INTERPRET = INTERPRET
 # Elements per tile (per loop iteration of a program): 16 KiB of fp32, 8 KiB of bf16, 16 KiB of fp64, so
 # every thread of the 8 warps keeps 16 (8 for fp64) elements in flight.
 _TILE = {2: 4096, 4: 4096, 8: 2048}
+# The backward holds x, the upstream terms and dx per element: half the fp32 tile (8 elements per thread)
+# keeps it out of local memory (4096 spilled 4 bytes for fp32 NCHW 16x256 on sm_80 and sm_90).
+_BWD_TILE = {2: 4096, 4: 2048, 8: 1024}
 _NUM_WARPS = 8
 # channels_last: channels per tile row (32 fp32 = 128 B contiguous per row).
 _CL_BLOCK_C = 32
@@ -258,7 +262,7 @@ def _bn_stats_loss_fin_kernel(
             b_mean, b_m2, b_n = _merge_lanes(pm, pm2, pn, 0)
             run_mean, run_m2, run_n = _chan_merge(run_mean, run_m2, run_n, b_mean, b_m2, b_n)
         run_m2 = tl.maximum(run_m2, 0.0)
-        var = run_m2 / tl.maximum(run_n, 1.0)
+        var = div_rn(run_m2, tl.maximum(run_n, 1.0))
         tl.store(mean_ptr + ch, run_mean, mask=ch_ok)
         tl.store(var_ptr + ch, var, mask=ch_ok)
         rm = tl.load(rm_ptr + ch, mask=ch_ok, other=0.0).to(ACC)
@@ -271,12 +275,13 @@ def _bn_stats_loss_fin_kernel(
         tl.store(aux_ptr + C + ch, one_minus_w * dv, mask=ch_ok)
         sq_m += dm * dm
         sq_v += dv * dv
-    norm_m = tl.sqrt(tl.sum(sq_m, axis=0))
-    norm_v = tl.sqrt(tl.sum(sq_v, axis=0))
+    norm_m = sqrt_rn(tl.sum(sq_m, axis=0))
+    norm_v = sqrt_rn(tl.sum(sq_v, axis=0))
     tl.store(loss_ptr, norm_v + norm_m)
     # d||d||/dd = d / ||d||, and 0 at d = 0 (torch's convention for vector_norm at the origin).
-    tl.store(aux_ptr + 2 * C, tl.where(norm_m > 0, 1.0 / tl.where(norm_m > 0, norm_m, 1.0), 0.0))
-    tl.store(aux_ptr + 2 * C + 1, tl.where(norm_v > 0, 1.0 / tl.where(norm_v > 0, norm_v, 1.0), 0.0))
+    one = tl.cast(1.0, norm_m.dtype)
+    tl.store(aux_ptr + 2 * C, tl.where(norm_m > 0, div_rn(one, tl.where(norm_m > 0, norm_m, one)), 0.0))
+    tl.store(aux_ptr + 2 * C + 1, tl.where(norm_v > 0, div_rn(one, tl.where(norm_v > 0, norm_v, one)), 0.0))
 
 
 @triton.jit
@@ -303,7 +308,7 @@ def _bn_stats_loss_bwd_kernel(
     pid_c = tl.program_id(0).to(tl.int64)
     pid_s = tl.program_id(1)
     go = tl.load(go_ptr).to(ACC)
-    inv_count = 1.0 / (N * S).to(ACC)
+    inv_count = div_rn(tl.cast(1.0, ACC), (N * S).to(ACC))
     # dL/dmean_c = -(1-w) dm_c / ||dm||, dmean/dx = 1/M; dL/dvar_c = -(1-w) dv_c / ||dv||, dvar/dx = 2(x-mean)/M.
     scale_a = -go * tl.load(aux_ptr + 2 * C) * inv_count
     scale_b = -2.0 * go * tl.load(aux_ptr + 2 * C + 1) * inv_count
@@ -337,14 +342,9 @@ def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
 _TL_ACC = {torch.float32: tl.float32, torch.float64: tl.float64}
 
 
-@functools.lru_cache(maxsize=None)
-def _num_sms(device_index: int) -> int:
-    return torch.cuda.get_device_properties(device_index).multi_processor_count
-
-
 def _sm_count(device: torch.device) -> int:
     if device.type == "cuda":
-        return _num_sms(device.index if device.index is not None else torch.cuda.current_device())
+        return sm_count(device)
     return 2  # the interpreter: few, large programs (its cost is per program and per op)
 
 
@@ -520,7 +520,7 @@ def bn_stats_loss_backward(
     n, _, h, w = x_view.shape
     acc = _acc_dtype(x_view.dtype)
     plan = _plan(tuple(x_view.shape), channels_last, x_view.element_size(), _sm_count(x_view.device),
-                 _BWD_PROGRAMS_PER_SM, None, tile, split)
+                 _BWD_PROGRAMS_PER_SM, None, tile or _BWD_TILE[x_view.element_size()], split)
     _bn_stats_loss_bwd_kernel[(plan["groups"], plan["split"])](
         x_view, dx, grad_loss, mean, aux, n, c, h * w, sn, sc, ss,
         plan["units"], plan["units_per_prog"], plan["s_blocks"],

@@ -22,7 +22,6 @@ What this design trades for the floor: every program regenerates the noise of it
 ~100 integer ops per element), once per output-column block; wide O-blocks keep that factor small.
 """
 
-import os
 from typing import Optional
 
 import torch
@@ -30,42 +29,44 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
+from .shared import INTERPRET, sm_count
+
 # --- constants ---------------------------------------------------------------------------------------------
 
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+_INTERPRET = INTERPRET
 _WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 # Block sizes (BLOCK_B rows, BLOCK_O output columns, BLOCK_D input columns). Under the interpreter: one fixed
 # small config (the interpreter is slow; every dot block is still >= 16, so it is also valid compiled code).
-# On a GPU the forward and dW kernels are autotuned over a few configs keyed on (B, D, O): their Philox
-# regeneration work scales with O / BLOCK_O (the dot work does not), so the configs favour wide output blocks
-# with a thin input block. All were checked to compile for sm_90 without register spills.
+# On a GPU: a fixed config per shape class and dot precision (``_wide_o_config``), never a timing-based
+# autotune: autotuning made two processes able to sum in different orders (results depending on which config
+# won a race of timings) and would time a new shape during a CUDA-graph capture, which breaks the capture.
+# The forward's and dW's Philox regeneration work scales with O / BLOCK_O (the dot work does not), so the
+# tensor-core configs favour wide output blocks with a thin input block; fp32 "ieee" dots run on the FMA
+# units and hold the whole accumulator in registers, so their blocks are smaller. ``python -m
+# fastcae.kernels.check`` compiles every one of them for sm_80 and sm_90 and fails on any spill.
 _INTERP_CFG = dict(BLOCK_B=32, BLOCK_O=32, BLOCK_D=16)
-_WIDE_O_CONFIGS = [  # (BLOCK_B, BLOCK_O, BLOCK_D, num_warps)
-    (16, 1024, 16, 8),
-    (32, 512, 16, 8),
-    (16, 512, 32, 8),
-    (32, 256, 32, 8),
-    (64, 64, 32, 4),  # small O
-]
 _FP64_CFG = dict(BLOCK_B=32, BLOCK_O=64, BLOCK_D=16, num_warps=4, num_stages=2)  # fp64 (gradcheck) only
-_BN_CFG = dict(BLOCK_B=32, BLOCK_O=64, BLOCK_D=64, num_warps=4, num_stages=3)
 _STATS_CFG = dict(BLOCK_B=64, BLOCK_D=16, num_warps=4)
 
 
-def _prune_wide_o(configs, named_args, **kwargs):
-    """Drop configs whose blocks are far larger than the problem (all-masked work)."""
-    o_cap = max(64, triton.next_power_of_2(named_args["O"]))
-    b_cap = max(16, triton.next_power_of_2(named_args["B"]))
-    kept = [c for c in configs if c.kwargs["BLOCK_O"] <= o_cap and c.kwargs["BLOCK_B"] <= b_cap]
-    return kept or configs[-1:]
+def _wide_o_config(B: int, O: int, precision: str, acc_fp64: bool = False) -> dict:
+    """The forward's and dW's block config for a problem of ``B`` rows and ``O`` outputs (GPU)."""
+    if acc_fp64:  # the wide configs exceed shared memory with fp64 tiles
+        return dict(_FP64_CFG)
+    if O <= 128 or B <= 16:  # small problems: all-masked work would dominate a wide block
+        return dict(BLOCK_B=16 if B <= 16 else 64, BLOCK_O=64, BLOCK_D=32, num_warps=4, num_stages=2)
+    if precision == "ieee_fp32":  # FMA dots: the accumulator and both operand tiles live in registers
+        return dict(BLOCK_B=32, BLOCK_O=128, BLOCK_D=16, num_warps=4, num_stages=2)
+    # BLOCK_O=512 spilled the bf16 forward (8-12 bytes) with Triton 3.2-3.4; 256 compiles clean on 3.2-3.8
+    return dict(BLOCK_B=32, BLOCK_O=256, BLOCK_D=16, num_warps=8, num_stages=3)
 
 
-def _autotuned(kernel):
-    configs = [triton.Config(dict(BLOCK_B=b, BLOCK_O=o, BLOCK_D=d), num_warps=w, num_stages=3)
-               for b, o, d, w in _WIDE_O_CONFIGS]
-    return triton.autotune(configs=configs, key=["B", "D", "O"],
-                           prune_configs_by={"early_config_prune": _prune_wide_o})(kernel)
+def _bn_config(precision: str) -> dict:
+    """The dgamma/dbeta kernel's block config (GPU)."""
+    if precision == "ieee_fp32":  # 4 warps spilled on sm_90 (3.8)
+        return dict(BLOCK_B=32, BLOCK_O=32, BLOCK_D=32, num_warps=8, num_stages=2)
+    return dict(BLOCK_B=32, BLOCK_O=64, BLOCK_D=64, num_warps=8, num_stages=3)  # 4 warps spilled on sm_80 (3.6)
 
 
 # --- kernels -----------------------------------------------------------------------------------------------
@@ -359,19 +360,19 @@ def _upcast_dot(weight: Tensor) -> bool:
     return _INTERPRET and weight.dtype == torch.bfloat16
 
 
-_fwd_tuned = None if _INTERPRET else _autotuned(_cend_linear_fwd_kernel)
-_bwd_w_tuned = None if _INTERPRET else _autotuned(_cend_linear_bwd_w_kernel)
+def _config_class(weight: Tensor) -> str:
+    """Which config family a weight's dot takes: "ieee_fp32" (FMA) or "tensor_core" (tf32, bf16, fp16)."""
+    return "ieee_fp32" if weight.dtype == torch.float32 and _dot_precision(weight) == "ieee" else "tensor_core"
 
 
-def _launch_wide_o(kernel, tuned, grid, *args, **meta):
-    """Launch a wide-O kernel: the fixed interpreter config, or the autotuned one on a GPU.
-    ``grid`` maps the block sizes (META) to the launch grid."""
-    if tuned is None:
-        kernel[grid(_INTERP_CFG)](*args, **meta, **_INTERP_CFG)
-    elif meta["ACC"] == tl.float64:  # the wide configs exceed shared memory with fp64 tiles
-        kernel[grid(_FP64_CFG)](*args, **meta, **_FP64_CFG)
+def _launch_wide_o(kernel, grid, B: int, O: int, weight: Tensor, *args, **meta):
+    """Launch a wide-O kernel at its fixed config (the interpreter's, or ``_wide_o_config``'s on a GPU).
+    ``grid`` maps the block sizes to the launch grid."""
+    if _INTERPRET:
+        cfg = dict(_INTERP_CFG)
     else:
-        tuned[grid](*args, **meta)
+        cfg = _wide_o_config(B, O, _config_class(weight), meta["ACC"] == tl.float64)
+    kernel[grid(cfg)](*args, **meta, **cfg)
 
 
 def _o_splits(programs: int, n_blocks_o: int, device: torch.device) -> int:
@@ -379,7 +380,7 @@ def _o_splits(programs: int, n_blocks_o: int, device: torch.device) -> int:
     if _INTERPRET:
         target = 2 * programs  # exercise the split path in the tests
     else:
-        target = 2 * torch.cuda.get_device_properties(device).multi_processor_count
+        target = 2 * sm_count(device)
     return max(1, min(n_blocks_o, triton.cdiv(target, programs)))
 
 
@@ -458,8 +459,8 @@ def cend_linear_forward(
     elif out.shape != (B, O) or out.dtype != weight.dtype or out.stride(1) != 1:
         raise ValueError(f"cend_linear: out must be a row-major [{B}, {O}] {weight.dtype} tensor")
     _launch_wide_o(
-        _cend_linear_fwd_kernel, _fwd_tuned,
-        lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(O, meta["BLOCK_O"])),
+        _cend_linear_fwd_kernel,
+        lambda meta: (triton.cdiv(B, meta["BLOCK_B"]), triton.cdiv(O, meta["BLOCK_O"])), B, O, weight,
         out, emb, tgt, src, mag, scale, mean, var, bn_weight, bn_bias, weight,
         bias if bias is not None else weight,  # never read without HAS_BIAS
         noise_state, float(eps), B, D, O,
@@ -491,7 +492,7 @@ def cend_linear_backward(
         grad_out = grad_out.to(weight.dtype)
     bias_dtype = weight.dtype if bias_dtype is None else bias_dtype
     if need_bn:
-        cfg = dict(_INTERP_CFG) if _INTERPRET else dict(_BN_CFG)
+        cfg = dict(_INTERP_CFG) if _INTERPRET else _bn_config(_config_class(weight))
         n_b, n_d = triton.cdiv(B, cfg["BLOCK_B"]), triton.cdiv(D, cfg["BLOCK_D"])
         n_blocks_o = triton.cdiv(O, cfg["BLOCK_O"])
         blocks_per_split = triton.cdiv(n_blocks_o, _o_splits(n_b * n_d, n_blocks_o, dev))
@@ -514,8 +515,8 @@ def cend_linear_backward(
     d_bias = torch.empty(O, device=dev, dtype=bias_dtype)
     if need_weight:
         _launch_wide_o(
-            _cend_linear_bwd_w_kernel, _bwd_w_tuned,
-            lambda meta: (triton.cdiv(O, meta["BLOCK_O"]), triton.cdiv(D, meta["BLOCK_D"])),
+            _cend_linear_bwd_w_kernel,
+            lambda meta: (triton.cdiv(O, meta["BLOCK_O"]), triton.cdiv(D, meta["BLOCK_D"])), B, O, weight,
             d_weight, d_bias, grad_out, emb, tgt, src, mag, scale, mean, var, bn_weight, bn_bias,
             noise_state, float(eps), B, D, O,
             emb.stride(0), mag.stride(0), grad_out.stride(0), grad_out.stride(1),
@@ -562,7 +563,8 @@ def _cend_linear_backward_op(
 @_cend_linear_backward_op.register_fake
 def _(grad_out, embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, mean, var,
       eps, weight, bias_dtype, need_bn, need_weight):
-    return (torch.empty_like(bn_weight), torch.empty_like(bn_bias), torch.empty_like(weight),
+    # row-major like the real op (empty_like would keep a transposed weight's strides)
+    return (bn_weight.new_empty(bn_weight.shape), bn_bias.new_empty(bn_bias.shape), weight.new_empty(weight.shape),
             weight.new_empty((weight.shape[0],), dtype=bias_dtype))
 
 

@@ -4,10 +4,10 @@
 
 Every kernel of ``kernels/*.py`` is compiled at the configurations its launcher picks at CIFAR shapes (the
 generator step's batch 400 and the student step's 512; 10, 100 and 1000 classes; fp32 and bf16 inputs; the
-BatchNorm inputs of the CIFAR teachers; every config of an autotune list), with
+BatchNorm inputs of the CIFAR teachers), with
 ``triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", arch, 32))``. The block
-sizes come from the launchers' own helpers (``_launch_config``, ``_plan``, ``_o_splits``, the autotuners'
-``configs`` and prune function), run against a stand-in device with the target's SM count, so this file
+sizes come from the launchers' own helpers (``_launch_config``, ``_plan``, ``_o_splits``, ``_wide_o_config``,
+``_bn_config``), run against a stand-in device with the target's SM count, so this file
 repeats no tiling rule. The Triton wheel carries ptxas, so no driver or GPU is needed; the argument
 specialisation (pointer alignment, integers divisible by 16, integers equal to 1) is the one the JIT derives
 from the arguments the launcher passes.
@@ -19,15 +19,13 @@ driver's NUM_REGS and LOCAL_SIZE_BYTES / 4; read here from the cubin with the wh
 ``CompiledKernel`` fills them in only when it loads onto a device). ``n_spills`` counts all local memory: a
 kernel calling ``tl.cos`` shows 8 words of libdevice's range-reduction array without spilling, so a spill is
 judged by ptxas's own log (``spill B``: bytes of spill stores). Exit status 1 on a compile error, a spill, or
-shared memory beyond the target's per-block limit for a fixed-config kernel (the autotuner skips such a
-config, so there it is reported, not failed).
+shared memory beyond the target's per-block limit.
 
 ``_compile`` absorbs the ``ASTSource`` API change of Triton 3.3, so the check runs with Triton 3.2 through 3.8
 (before 3.4 Triton prints no ptxas log; the spills then come from a ``ptxas -v`` rerun, close but not
 identical flags). It needs torch importable (the kernel modules register their custom ops at import) but no
-CUDA; before Triton 3.3 a module holding an ``@triton.autotune`` kernel (cend_linear) does not import without
-a driver, which is reported as a failed import. It must run without ``TRITON_INTERPRET`` (the interpreter
-replaces the kernels by Python functions).
+CUDA (no kernel is autotuned: every config is fixed by its launcher, so this table is what runs). It must
+run without ``TRITON_INTERPRET`` (the interpreter replaces the kernels by Python functions).
 """
 
 from __future__ import annotations
@@ -92,7 +90,6 @@ class Launch:
     num_stages: int | None  # None: Triton's default (the launcher passes none)
     config: str  # what the launcher chose (block sizes, flags), for the table
     shape: str  # the problem it was chosen for
-    autotuned: bool = False
 
 
 @dataclass
@@ -230,7 +227,8 @@ def _bn_stats_loss_launches(mod, n_sm):
                                   ACC=tl.float32),
                              mod._NUM_WARPS, None, f"BLOCK_SP={block_sp} BLOCK_C={block_c} w={mod._NUM_WARPS}",
                              shape)
-                bwd = mod._plan(tuple(x.shape), cl, itemsize, n_sm, mod._BWD_PROGRAMS_PER_SM, None, None, None)
+                bwd = mod._plan(tuple(x.shape), cl, itemsize, n_sm, mod._BWD_PROGRAMS_PER_SM, None,
+                                mod._BWD_TILE[itemsize], None)
                 yield Launch("bn_stats_loss", "_bn_stats_loss_bwd_kernel",
                              dict(x_ptr=Ptr(dt), dx_ptr=Ptr(dt), go_ptr=f32, mean_ptr=f32, aux_ptr=f32, **view,
                                   UNITS=bwd["units"], UNITS_PER_PROG=bwd["units_per_prog"], S_BLOCKS=bwd["s_blocks"],
@@ -266,13 +264,14 @@ def _cend_linear_launches(mod, n_sm):
                     fwd = dict(cend, **norm, out_ptr=w, w_ptr=w, bias_ptr=w, stride_wo=D, stride_wd=1,
                                stride_hb=O, HAS_BIAS=True)
                     bwd_w = dict(cend, **norm, dw_ptr=w, dbias_ptr=w, dh_ptr=w, stride_gb=O, stride_go=1)
-                    for kernel, tuned, args in (("_cend_linear_fwd_kernel", mod._fwd_tuned, fwd),
-                                                ("_cend_linear_bwd_w_kernel", mod._bwd_w_tuned, bwd_w)):
-                        for c in mod._prune_wide_o(list(tuned.configs), dict(B=B, D=D, O=O)):
-                            yield Launch("cend_linear", kernel, dict(args, **c.kwargs), c.num_warps, c.num_stages,
-                                         f"{wdt} {precision} " + " ".join(f"{k}={v}" for k, v in c.kwargs.items())
-                                         + f" w={c.num_warps} s={c.num_stages}", shape, autotuned=True)
-                    cfg = dict(mod._BN_CFG)
+                    family = "ieee_fp32" if (wdt, precision) == ("fp32", "ieee") else "tensor_core"
+                    for kernel, args in (("_cend_linear_fwd_kernel", fwd), ("_cend_linear_bwd_w_kernel", bwd_w)):
+                        c = mod._wide_o_config(B, O, family)
+                        nw, ns = c.pop("num_warps"), c.pop("num_stages")
+                        yield Launch("cend_linear", kernel, dict(args, **c), nw, ns,
+                                     f"{wdt} {precision} " + " ".join(f"{k}={v}" for k, v in c.items())
+                                     + f" w={nw} s={ns}", shape)
+                    cfg = mod._bn_config(family)
                     nw, ns = cfg.pop("num_warps"), cfg.pop("num_stages")
                     n_b, n_d = triton.cdiv(B, cfg["BLOCK_B"]), triton.cdiv(D, cfg["BLOCK_D"])
                     n_blocks_o = triton.cdiv(O, cfg["BLOCK_O"])
@@ -440,7 +439,7 @@ def run(arch: int, only=None, verbose=False, out=None) -> int:
             try:
                 mod = importlib.import_module(f"fastcae.kernels.{name}")
                 launches = list(LAUNCHES[name](mod, n_sm))
-            except Exception as e:  # noqa: BLE001 - e.g. Triton < 3.3's autotuner wants a driver at import
+            except Exception as e:  # noqa: BLE001 - reported as a failed import, the other modules still run
                 launch = Launch(name, "(import)", {}, 0, None, "", "")
                 results[(name,)] = Result(launch, [""], error=_error_line(e))
                 continue
@@ -484,7 +483,7 @@ def _status(res: Result, max_shared: int) -> str:
     if res.spill_bytes:
         return "FAIL spills"
     if res.shared > max_shared:
-        return "over smem, autotune skips it" if res.launch.autotuned else "FAIL over smem"
+        return "FAIL over smem"
     return "ok"
 
 
@@ -504,9 +503,9 @@ def _report(results, arch, n_sm, max_shared, seconds, out) -> int:
     groups: dict = {}
     for res in results.values():
         launch = res.launch
-        groups.setdefault((launch.module, launch.kernel, launch.config, launch.autotuned), []).append(res)
+        groups.setdefault((launch.module, launch.kernel, launch.config), []).append(res)
     rows, errors, failed = [], [], 0
-    for (module, kernel, config, autotuned), members in groups.items():
+    for (module, kernel, config), members in groups.items():
         statuses = [_status(r, max_shared) for r in members]
         status = next((st for st in statuses if st.startswith("FAIL")), None) or next(
             (st for st in statuses if st != "ok"), "ok")
@@ -515,7 +514,7 @@ def _report(results, arch, n_sm, max_shared, seconds, out) -> int:
         for r in members:
             if r.error and r.error not in errors:
                 errors.append(r.error)
-        rows.append((f"{module}.{kernel.strip('_')}", config + (" [autotune]" if autotuned else ""),
+        rows.append((f"{module}.{kernel.strip('_')}", config,
                      shapes[0] + (f" (+{len(shapes) - 1})" if len(shapes) > 1 else ""), str(len(members)),
                      _span(r.regs for r in members), _span(r.n_spills for r in members),
                      _span(r.spill_bytes for r in members),

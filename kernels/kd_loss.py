@@ -28,20 +28,19 @@ contribute exactly 0 in the reference too.
 
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from .numerics import div_rn
+from .shared import INTERPRET, div_rn, sm_count
 
 # --- constants -------------------------------------------------------------------------------------------
 
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: such rows drop out of the CE mean
 N_STATS = 8  # rows of the per-row statistics buffer, see _kd_loss_fwd_kernel
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+_INTERPRET = INTERPRET
 # Column block: one block covers C <= 2048 on a GPU (a single pass, every row in registers). The interpreter
 # uses a smaller block so the tests (C = 1000, 1271) exercise the multi-block online log-sum-exp.
 _MAX_BLOCK_C = 256 if _INTERPRET else 2048
@@ -353,7 +352,7 @@ def _launch_config(B: int, C: int, device: torch.device) -> tuple[int, int, int]
     block_c = min(triton.next_power_of_2(C), _MAX_BLOCK_C)
     rows = max(1, _TILE_ELEMS // block_c)  # 1 when block_c >= _TILE_ELEMS: one (long) row per program
     if not _INTERPRET:
-        n_sm = torch.cuda.get_device_properties(device).multi_processor_count
+        n_sm = sm_count(device)
         rows_for_grid = max(1, B // (2 * n_sm))
         rows = min(rows, 1 << (rows_for_grid.bit_length() - 1))  # largest power of two <= B / (2 SMs)
     rows = min(rows, triton.next_power_of_2(B))

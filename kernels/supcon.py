@@ -27,14 +27,13 @@ program owns its rows of ``dz``: no atomics, deterministic.
 
 from __future__ import annotations
 
-import os
 
 import torch
 import triton
 import triton.language as tl
 from torch import Tensor
 
-from .numerics import div_rn
+from .shared import INTERPRET, div_rn, sm_count
 
 # --- constants -------------------------------------------------------------------------------------------
 
@@ -44,7 +43,7 @@ MAX_D = 256  # one feature block per tile; wider projections would need a loop o
 # mantissa bits, errors ~1e-3 * |s_ij| in the logits (1/tau = 10 scales them up); "ieee" is exact fp32 FMA
 # but, compiled for sm_90, a [32, 64] x d=128 tile spills kilobytes of registers (checked with ptxas).
 FP32_DOT_PRECISION = "tf32x3"
-_INTERPRET = os.environ.get("TRITON_INTERPRET", "0") not in ("", "0")
+_INTERPRET = INTERPRET
 _FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
@@ -263,7 +262,7 @@ def _launch_config(B: int, d: int, dtype: torch.dtype, device: torch.device) -> 
         return 32, 32, d_pad, 4
     if dtype == torch.float64:  # a test path; fp64 has no tensor cores
         return 16, 16, d_pad, 4
-    n_sm = torch.cuda.get_device_properties(device).multi_processor_count
+    n_sm = sm_count(device)
     if dtype == torch.float32:
         tiles = ((32, 64), (16, 64)) if d_pad <= 128 else ((16, 32),)
     else:

@@ -191,7 +191,7 @@ def test_no_bd_float_tensor_allocated():
 def test_no_bd_float_tensor_allocated_cuda():
     B, D, O = 4096, 1024, 16
     kw = _inputs(B, D, O, False)
-    h = _fused(kw, True)  # warm up: the first call autotunes (and do_bench allocates a cache-flush buffer)
+    h = _fused(kw, True)  # warm up: the first call compiles (and do_bench allocates a cache-flush buffer)
     torch.autograd.grad(h, [kw["bn_weight"], kw["weight"]], torch.randn_like(h))
     torch.cuda.synchronize()
     torch.cuda.reset_peak_memory_stats()
