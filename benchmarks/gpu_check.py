@@ -28,22 +28,18 @@ TARGETS = {  # issue 10's targets, printed with the measured values
     "bf16 student step vs fp32 eager": 1.8,
     "CUDA-graph student step vs eager": 1.5,
     "bn_stats_loss fwd+bwd vs bytes floor (at most)": 1.5,
-    "kd_loss vs eager": 2.0,
-    "supcon vs eager": 2.0,
+    "logit_loss vs eager": 2.0,
+    "supcon_loss vs eager": 2.0,
 }
 
 
 def _versions() -> dict:
     import platform
 
-    import triton
-
-    import fastcae
+    from fastcae.utils import versions
 
     gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else platform.processor() or "cpu"
-    return {"date": time.strftime("%Y-%m-%d"), "device": gpu, "torch": torch.__version__,
-            "triton": triton.__version__, "cuda": torch.version.cuda, "fastcae": fastcae.__version__,
-            "python": platform.python_version()}
+    return {"date": time.strftime("%Y-%m-%d"), "device": gpu, **versions("triton"), "cuda": torch.version.cuda}
 
 
 def _emit(path: Path, record: dict) -> None:
@@ -85,11 +81,11 @@ def part_ops(out: Path, smoke: bool) -> None:
     for dtype in (torch.float32, torch.bfloat16):
         t, s = torch.randn(B, C, device=device, dtype=dtype), torch.randn(B, C, device=device, dtype=dtype)
         y = torch.randint(0, C, (B,), device=device)
-        cases.append(("kd_loss", dtype, lambda f, t=t, s=s, y=y: f(t, s, y, 20.0, 1.0, 0.0, 0.0), ("logits", s),
+        cases.append(("logit_loss", dtype, lambda f, t=t, s=s, y=y: f(t, s, y, 20.0, 1.0, 0.0, 0.0), ("logits", s),
                       ops.logit_loss, losses.logit_loss, None))
         z = torch.nn.functional.normalize(torch.randn(B, 128, device=device), dim=1).to(dtype)
         lab = torch.randint(0, 10, (B,), device=device)
-        cases.append(("supcon", dtype, lambda f, z=z, lab=lab: f(z, lab, 0.1), ("z", z), ops.supcon_loss,
+        cases.append(("supcon_loss", dtype, lambda f, z=z, lab=lab: f(z, lab, 0.1), ("z", z), ops.supcon_loss,
                       losses.supcon_loss, None))
         x = torch.randn(400 if not smoke else 8, 64, S, S, device=device, dtype=dtype)
         stats = [torch.randn(64, device=device), torch.rand(64, device=device) + 0.5, torch.zeros(64, device=device),
@@ -142,8 +138,6 @@ def part_steps(out: Path, smoke: bool) -> None:
     shape, per backend and precision; whether CUDA graphs were really captured."""
     from scales import CPU_SCALE, GPU_SCALE, build_run, kernels_for
 
-    from fastcae.steps import generator_step, student_step
-
     scale = CPU_SCALE if smoke else GPU_SCALE
     device = "cpu" if smoke else "cuda"
     backends = ("eager",) if smoke else ("eager", "compiled", "cudagraphs")  # smoke: no C++ builds on CPU
@@ -161,19 +155,18 @@ def part_steps(out: Path, smoke: bool) -> None:
                     images = torch.rand(scale.student_batch, *scale.image_shape, device=device)
                     labels = torch.randint(0, scale.num_classes, (scale.student_batch,), device=device)
                     record["student_ms"] = 1e3 * _time(
-                        lambda: student_step(run.ctx, run.optimizer, images, labels, run.cfg, run.compiled), 4,
-                        rounds, device)
+                        lambda: run.steps.student_step(run.optimizer, images, labels), 4, rounds, device)
                     synth = run.synth
                     run._set_student_trainable(False)
                     generator, optimizer, after = synth.step_parts()
                     generator.train()
                     generator.new_batch(synth.targets, synth.sources)
                     record["generator_ms"] = 1e3 * _time(
-                        lambda: generator_step(generator, optimizer, run.ctx, synth.targets, synth.sources, run.cfg,
-                                               run.cfg.adv_weight, after, run.compiled), 4, rounds, device)
+                        lambda: run.steps.generator_step(generator, optimizer, synth.targets, synth.sources,
+                                                         run.cfg.adv_weight, after), 4, rounds, device)
                 record["ran_as"] = run.effective_compile_mode
-                if run.compiled is not None and run.compiled.fallback_error:
-                    record["compile_fallback"] = run.compiled.fallback_error
+                if run.steps.fallback_error:
+                    record["compile_fallback"] = run.steps.fallback_error
                 if backend == "cudagraphs":
                     skips = dict(counters.get("inductor", {}))
                     record["cudagraph_skips"] = {k: v for k, v in skips.items() if "cudagraph" in k}
@@ -219,7 +212,7 @@ def part_summary(out: Path) -> int:
               f"{r.get('compiled_ms', float('nan')):.3f} ms, fused {r.get('fused_ms', float('nan')):.3f} ms"
               + (f", floor {r['floor_ms']:.3f} ms" if "floor_ms" in r else ""))
         if r["dtype"] == "float32" and "fused_vs_eager" in r:
-            if r["op"] in ("kd_loss", "supcon"):
+            if r["op"] in ("logit_loss", "supcon_loss"):
                 measured[f"{r['op']} vs eager"] = r["fused_vs_eager"]
             if "fused_vs_floor" in r:
                 measured["bn_stats_loss fwd+bwd vs bytes floor (at most)"] = r["fused_vs_floor"]

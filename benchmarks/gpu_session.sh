@@ -30,8 +30,8 @@ case "$part" in
     ;;
   kernels|steps|paradigm|epoch)
     case "$part" in
-      kernels) files="benchmarks/test_bench_kd_loss.py benchmarks/test_bench_bn_stats_loss.py
-                      benchmarks/test_bench_supcon.py benchmarks/test_bench_cend_linear.py benchmarks/test_bench_pool.py" ;;
+      kernels) files="benchmarks/test_bench_logit_loss.py benchmarks/test_bench_bn_stats_loss.py
+                      benchmarks/test_bench_supcon_loss.py benchmarks/test_bench_cend_linear.py benchmarks/test_bench_pool.py" ;;
       steps) files="benchmarks/test_bench_steps.py" ;;
       paradigm) files="benchmarks/test_bench_paradigms.py" ;;
       epoch) files="benchmarks/test_bench_epoch.py" ;;

@@ -43,7 +43,7 @@ except ImportError:  # no Triton: nothing can interpret
     _INTERPRET = False
 _failed: dict[str, str] = {}  # op -> the error that sent it to its reference for the rest of the process
 _checked: set[tuple] = set()  # (op, device type, dtypes) whose fused forward and backward ran once
-OPS = ("kd_loss", "bn_stats_loss", "supcon", "cend_linear")
+OPS = ("logit_loss", "bn_stats_loss", "supcon_loss", "cend_linear")
 _ran: dict[str, str] = {}  # op -> "fused" or "reference", as last called
 _trace_notes: list[set] = []  # collectors opened by ``notes_while_tracing``
 
@@ -228,7 +228,7 @@ def logit_loss(teacher_logits, student_logits, targets, temperature, kd_weight, 
     """``kd_weight * KD_T + adv_weight * ADV + ce_weight * CE(teacher)``: see ``losses.logit_loss``."""
     args = (teacher_logits, student_logits, targets, float(temperature), float(kd_weight), float(adv_weight),
             float(ce_weight))
-    return _run("kd_loss", lambda *a: _kernel("kd_loss").kd_loss(*a), losses.logit_loss, args, student_logits)
+    return _run("logit_loss", lambda *a: _kernel("logit_loss").logit_loss(*a), losses.logit_loss, args, student_logits)
 
 
 def bn_stats_loss(x, running_mean, running_var, ema_mean, ema_var, ema_weight):
@@ -239,7 +239,7 @@ def bn_stats_loss(x, running_mean, running_var, ema_mean, ema_var, ema_weight):
 
 def supcon_loss(z, labels, temperature):
     """CNCL's supervised-contrastive loss: see ``losses.supcon_loss``."""
-    return _run("supcon", lambda *a: _kernel("supcon").supcon(*a), losses.supcon_loss, (z, labels, float(temperature)),
+    return _run("supcon_loss", lambda *a: _kernel("supcon_loss").supcon_loss(*a), losses.supcon_loss, (z, labels, float(temperature)),
                 z)
 
 

@@ -1,6 +1,6 @@
 """Test set-up: Triton kernels run on CPU tensors through the interpreter when no GPU is present.
 
-TRITON_INTERPRET must be set before any ``@triton.jit`` function is created, i.e. before ``kernels`` is
+TRITON_INTERPRET must be set before any ``@triton.jit`` function is created, i.e. before ``fastcae.kernels`` is
 imported; conftest runs first. On a GPU machine leave it unset to test the compiled kernels.
 """
 

@@ -29,11 +29,18 @@ def test_launch_lists_match_the_kernels():
             assert any(k.startswith(name + ".") for k in listed), (name, sorted(listed))
 
 
+def test_checks_every_kernel_module():
+    """The check compiles every op module of ``fastcae.kernels`` (the ones ``fastcae.ops`` routes to)."""
+    from fastcae import ops
+
+    assert sorted(check.MODULES) == sorted(ops.OPS) == sorted(check.LAUNCHES)
+
+
 def test_compiles_a_kernel_for_sm_90_without_a_gpu():
     code = (
         "import triton.language as tl\n"
         "from triton.backends.compiler import GPUTarget\n"
-        "from fastcae.kernels import check, kd_loss as m\n"
+        "from fastcae.kernels import check, logit_loss as m\n"
         "f32 = check.Ptr('fp32')\n"
         "args = dict(stats_ptr=f32, y_ptr=check.Ptr('i64'), loss_ptr=f32, nvalid_ptr=f32, B=400, temperature=20.0,\n"
         "            kd_weight=1.0, adv_weight=0.0, ce_weight=0.0, HAS_KD=True, HAS_ADV=False, HAS_CE=False,\n"

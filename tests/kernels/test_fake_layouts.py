@@ -6,7 +6,7 @@ from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import fastcae.kernels.cend_linear  # noqa: F401  (registers the ops)
-import fastcae.kernels.kd_loss  # noqa: F401
+import fastcae.kernels.logit_loss  # noqa: F401
 
 
 def _same_meta(op, *args):
@@ -21,8 +21,8 @@ def test_kd_loss_backward_fake_is_row_major_for_transposed_logits():
     B, C = 6, 5
     t, s = torch.randn(C, B).t(), torch.randn(C, B).t()  # [B, C], column-major
     y = torch.randint(0, C, (B,))
-    _, stats, n_valid = torch.ops.fastcae.kd_loss(t, s, y, 4.0, 1.0, 0.5, 0.2)
-    _same_meta(torch.ops.fastcae.kd_loss_backward, torch.tensor(1.0), t, s, y, stats, n_valid, 4.0, 1.0, 0.5,
+    _, stats, n_valid = torch.ops.fastcae.logit_loss(t, s, y, 4.0, 1.0, 0.5, 0.2)
+    _same_meta(torch.ops.fastcae.logit_loss_backward, torch.tensor(1.0), t, s, y, stats, n_valid, 4.0, 1.0, 0.5,
                0.2, True, True)
 
 

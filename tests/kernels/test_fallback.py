@@ -33,20 +33,20 @@ def _logits(b=6, c=5):
 
 
 def test_a_kernel_that_fails_to_compile_falls_back_to_the_reference_and_warns_once(monkeypatch):
-    _break(monkeypatch, "kd_loss", "kd_loss", RuntimeError("PassManager::run failed\nmore lines"))
+    _break(monkeypatch, "logit_loss", "logit_loss", RuntimeError("PassManager::run failed\nmore lines"))
     t, s, y = _logits()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         got = ops.logit_loss(t, s, y, 4.0, 1.0, 0.5, 0.2)
         again = ops.logit_loss(t, s, y, 4.0, 1.0, 0.5, 0.2)
-    mine = [w for w in caught if "fused kernel kd_loss failed" in str(w.message)]
+    mine = [w for w in caught if "fused kernel logit_loss failed" in str(w.message)]
     assert len(mine) == 1 and "PassManager::run failed" in str(mine[0].message)
     want = losses.logit_loss(t, s, y, 4.0, 1.0, 0.5, 0.2)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(again, want)
     got.backward()  # the reference's graph: the run goes on
     assert s.grad is not None and torch.isfinite(s.grad).all()
-    assert ops.kernel_report()["kd_loss"].startswith("reference (fused kernel failed: RuntimeError: PassManager")
+    assert ops.kernel_report()["logit_loss"].startswith("reference (fused kernel failed: RuntimeError: PassManager")
 
 
 class _FailingBackward(torch.autograd.Function):
@@ -60,12 +60,12 @@ class _FailingBackward(torch.autograd.Function):
 
 
 def test_a_kernel_whose_backward_fails_is_caught_before_the_callers_backward(monkeypatch):
-    mod = ops._kernel("supcon")
-    real = mod.supcon
-    monkeypatch.setattr(mod, "supcon", lambda z, labels, t: _FailingBackward.apply(real(z, labels, t)))
+    mod = ops._kernel("supcon_loss")
+    real = mod.supcon_loss
+    monkeypatch.setattr(mod, "supcon_loss", lambda z, labels, t: _FailingBackward.apply(real(z, labels, t)))
     z = torch.nn.functional.normalize(torch.randn(8, 16), dim=1).requires_grad_(True)
     labels = torch.arange(8) % 3
-    with pytest.warns(RuntimeWarning, match="fused kernel supcon failed .*out of resources"):
+    with pytest.warns(RuntimeWarning, match="fused kernel supcon_loss failed .*out of resources"):
         loss = ops.supcon_loss(z, labels, 0.1)
     loss.backward()  # the reference's backward: no error reaches the training step
     ref = z.detach().clone().requires_grad_(True)
@@ -106,7 +106,7 @@ def test_cend_linear_falls_back_even_when_the_caller_skipped_the_noise(monkeypat
 def test_bad_input_is_still_an_error_and_the_triton_backend_raises(monkeypatch):
     with pytest.raises(ValueError):
         ops.supcon_loss(torch.randn(4, 8), torch.arange(5), 0.1)  # labels do not match the batch
-    assert "supcon" not in ops._failed
-    _break(monkeypatch, "kd_loss", "kd_loss", RuntimeError("simulated"))
+    assert "supcon_loss" not in ops._failed
+    _break(monkeypatch, "logit_loss", "logit_loss", RuntimeError("simulated"))
     with ops.backend("triton"), pytest.raises(RuntimeError, match="simulated"):
         ops.logit_loss(*_logits(), 4.0, 1.0, 0.0, 0.0)

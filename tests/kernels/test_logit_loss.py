@@ -1,4 +1,4 @@
-"""Fused ``kd_loss`` against its reference ``fastcae.losses.logit_loss``.
+"""Fused ``logit_loss`` (``fastcae.kernels.logit_loss``) against its reference ``fastcae.losses.logit_loss``.
 
 On a CPU machine the kernels run through the Triton interpreter (``tests/conftest.py`` sets
 ``TRITON_INTERPRET=1``), where the column block is capped at 256 so C = 1000 / 1271 run the multi-block
@@ -11,7 +11,7 @@ import torch
 
 pytest.importorskip("triton")
 
-from fastcae.kernels.kd_loss import kd_loss, kd_loss_backward, kd_loss_forward  # noqa: E402
+from fastcae.kernels.logit_loss import logit_loss, logit_loss_backward, logit_loss_forward  # noqa: E402
 from fastcae.losses import logit_loss  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -82,7 +82,7 @@ def test_matches_reference(shape, w, dtype, atol, rtol):
     y = torch.randint(0, C, (B,), device=DEVICE)
     g = torch.rand((), device=DEVICE) * 2 + 0.5  # grad_output != 1
     teacher_grad = w[1] == 0.0  # student step (kd only): the teacher logits carry no grad
-    loss, dt, ds = _run(kd_loss, t, s, y, w, g, teacher_grad)
+    loss, dt, ds = _run(logit_loss, t, s, y, w, g, teacher_grad)
     loss_r, dt_r, ds_r = _run(logit_loss, t, s, y, w, g, teacher_grad)
     assert loss.dtype == torch.float32 and loss.shape == ()
     _assert_close(loss, loss_r, _loss_atol(w[0]), 1e-5, "loss")
@@ -103,8 +103,8 @@ def test_gpu_tilings(config):
     y = torch.randint(0, C, (B,), device=DEVICE)
     w = (3.0, 0.9, 1.2, 0.4)
     g = torch.tensor(1.7, device=DEVICE)
-    loss, stats, n_valid = kd_loss_forward(t, s, y, *w, config=config)
-    dt, ds = kd_loss_backward(g, t, s, y, stats, n_valid, *w, True, True, config=config)
+    loss, stats, n_valid = logit_loss_forward(t, s, y, *w, config=config)
+    dt, ds = logit_loss_backward(g, t, s, y, stats, n_valid, *w, True, True, config=config)
     loss_r, dt_r, ds_r = _run(logit_loss, t, s, y, w, g)
     _assert_close(loss, loss_r, _loss_atol(w[0]), 1e-5, "loss")
     _assert_close(dt, dt_r, _grad_atol(dt_r, 1e-5), 1e-4, "d teacher")
@@ -131,7 +131,7 @@ def test_argmax_agreement_and_ties(C):
     assert agree.tolist() == [True, False, True, False, True, False]
     w = (1.0, 0.0, 1.0, 0.0)  # adversarial term alone
     g = torch.tensor(0.6, device=DEVICE)
-    loss, dt, ds = _run(kd_loss, t, s, y, w, g)
+    loss, dt, ds = _run(logit_loss, t, s, y, w, g)
     loss_r, dt_r, ds_r = _run(logit_loss, t, s, y, w, g)
     _assert_close(loss, loss_r, 1e-6, 1e-5, "loss")
     _assert_close(dt, dt_r, 1e-7, 1e-4, "d teacher")
@@ -147,7 +147,7 @@ def test_ignore_index():
     y[[1, 4, 5]] = -100
     w = (2.0, 0.5, 1.33, 0.5)
     g = torch.tensor(1.3, device=DEVICE)
-    loss, dt, ds = _run(kd_loss, t, s, y, w, g)
+    loss, dt, ds = _run(logit_loss, t, s, y, w, g)
     loss_r, dt_r, ds_r = _run(logit_loss, t, s, y, w, g)
     _assert_close(loss, loss_r, _loss_atol(w[0]), 1e-5, "loss")
     _assert_close(dt, dt_r, 1e-7, 1e-4, "d teacher")
@@ -159,8 +159,8 @@ def test_out_of_range_target_gives_nan():
     nan instead of a silently wrong number."""
     t, s = _make_logits(4, 10, torch.float32)
     y = torch.tensor([1, 10, 3, -100], device=DEVICE)
-    assert torch.isnan(kd_loss(t, s, y, 1.0, 0.0, 1.33, 0.5))
-    assert torch.isfinite(kd_loss(t, s, y, 20.0, 1.0, 0.0, 0.0))  # no CE term: targets unused
+    assert torch.isnan(logit_loss(t, s, y, 1.0, 0.0, 1.33, 0.5))
+    assert torch.isfinite(logit_loss(t, s, y, 20.0, 1.0, 0.0, 0.0))  # no CE term: targets unused
 
 
 def test_no_grad_and_strided_inputs():
@@ -170,7 +170,7 @@ def test_no_grad_and_strided_inputs():
     t, s = wide_t[:, 7 : 7 + C], wide_s[:, 3 : 3 + C]
     y = torch.randint(0, C, (B,), device=DEVICE)
     w = (4.0, 1.0, 1.33, 0.5)
-    loss = kd_loss(t, s, y, *w)
+    loss = logit_loss(t, s, y, *w)
     assert not loss.requires_grad
     _assert_close(loss, logit_loss(t, s, y, *w), _loss_atol(w[0]), 1e-5, "loss")
 
@@ -189,7 +189,7 @@ def test_outputs_fully_written(monkeypatch):
     w = (4.0, 0.7, 1.1, 0.3)
     g = torch.tensor(0.8, device=DEVICE)
     monkeypatch.setattr(torch, "empty", nan_empty)
-    loss, dt, ds = _run(kd_loss, t, s, y, w, g)
+    loss, dt, ds = _run(logit_loss, t, s, y, w, g)
     monkeypatch.undo()
     assert torch.isfinite(loss) and torch.isfinite(dt.float()).all() and torch.isfinite(ds.float()).all()
     loss_r, dt_r, ds_r = _run(logit_loss, t, s, y, w, g)
@@ -206,7 +206,7 @@ def test_gradcheck_fp64():
     s[0] = t[0].detach() * 0.5  # at least one row whose argmaxes agree
     s.requires_grad_()
     y = torch.randint(0, C, (B,), device=DEVICE)
-    assert torch.autograd.gradcheck(lambda a, b: kd_loss(a, b, y, 3.0, 0.7, 1.1, 0.3), (t, s))
+    assert torch.autograd.gradcheck(lambda a, b: logit_loss(a, b, y, 3.0, 0.7, 1.1, 0.3), (t, s))
 
 
 def test_opcheck():
@@ -214,11 +214,11 @@ def test_opcheck():
     t, s = _make_logits(B, C, torch.float32)
     y = torch.randint(0, C, (B,), device=DEVICE)
     args = (t.requires_grad_(), s.requires_grad_(), y, 2.0, 0.5, 1.33, 0.5)
-    torch.library.opcheck(torch.ops.fastcae.kd_loss.default, args)
-    loss, stats, n_valid = torch.ops.fastcae.kd_loss(*args)
+    torch.library.opcheck(torch.ops.fastcae.logit_loss.default, args)
+    loss, stats, n_valid = torch.ops.fastcae.logit_loss(*args)
     bargs = (torch.tensor(1.5, device=DEVICE), t.detach(), s.detach(), y, stats, n_valid, 2.0, 0.5, 1.33, 0.5,
              True, False)
-    torch.library.opcheck(torch.ops.fastcae.kd_loss_backward.default, bargs)
+    torch.library.opcheck(torch.ops.fastcae.logit_loss_backward.default, bargs)
 
 
 @pytest.mark.parametrize("w", WEIGHTS[:2])
@@ -229,7 +229,7 @@ def test_compile_fullgraph(w):
     y = torch.randint(0, C, (B,), device=DEVICE)
 
     def fn(a, b, targets):
-        return kd_loss(a, b, targets, *w) * 2.0
+        return logit_loss(a, b, targets, *w) * 2.0
 
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     g = torch.tensor(0.9, device=DEVICE)
@@ -244,10 +244,10 @@ def test_input_errors():
     t, s = _make_logits(4, 10, torch.float32)
     y = torch.randint(0, 10, (4,), device=DEVICE)
     with pytest.raises(ValueError, match="differ in shape"):
-        kd_loss(t, s[:, :9], y, 1.0, 1.0, 0.0, 0.0)
+        logit_loss(t, s[:, :9], y, 1.0, 1.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="targets must be"):
-        kd_loss(t, s, y[:3], 1.0, 1.0, 0.0, 0.0)
+        logit_loss(t, s, y[:3], 1.0, 1.0, 0.0, 0.0)
     with pytest.raises(TypeError, match="targets must be int64"):
-        kd_loss(t, s, y.float(), 1.0, 1.0, 0.0, 0.0)
+        logit_loss(t, s, y.float(), 1.0, 1.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="temperature"):
-        kd_loss(t, s, y, 0.0, 1.0, 0.0, 0.0)
+        logit_loss(t, s, y, 0.0, 1.0, 0.0, 0.0)

@@ -1,4 +1,5 @@
-"""kd_loss forward + backward: eager reference, torch.compile of the reference, and the fused Triton op.
+"""logit loss (the fused ``logit_loss``) forward + backward: eager reference, torch.compile of the reference,
+and the fused Triton op.
 
 Shapes of the real runs: [512, 100] (CIFAR-100 student batch) and [256, 1000] (Tiny-ImageNet-like batch
 with 1000 classes), fp32 logits, for the student step (KD at T = 20, gradient to the student logits only)
@@ -8,7 +9,7 @@ Bytes-moved floor of one forward + backward: read both logit matrices once and w
 ``(2 + n_grads) * B * C * 4 + 8 * B`` bytes (the fused op reads the logits twice, forward and backward:
 ``(4 + n_grads) * B * C * 4``). ``extra_info`` records the floor and the GB/s it implies at the median.
 
-Run: ``pytest benchmarks/test_bench_kd_loss.py --benchmark-only``. The fused case needs CUDA.
+Run: ``pytest benchmarks/test_bench_logit_loss.py --benchmark-only``. The fused case needs CUDA.
 """
 
 import pytest
@@ -33,9 +34,9 @@ def _loss_fn(backend):
         return logit_loss
     if backend == "compiled":
         return torch.compile(logit_loss, dynamic=False)
-    from fastcae.kernels.kd_loss import kd_loss
+    from fastcae.kernels.logit_loss import logit_loss
 
-    return kd_loss
+    return logit_loss
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -56,7 +57,7 @@ def test_kd_loss_fwd_bwd(benchmark, shape, step, backend):
         sync()
         return grads
 
-    benchmark.group = f"kd_loss {B}x{C} {step}"
+    benchmark.group = f"logit_loss {B}x{C} {step}"
     benchmark.pedantic(fwd_bwd, rounds=ROUNDS, iterations=ITERATIONS, warmup_rounds=WARMUP)
     floor = (2 + len(inputs)) * B * C * t.element_size() + 8 * B
     benchmark.extra_info.update(backend=backend, step=step, shape=[B, C], dtype="fp32", bytes_floor=floor)

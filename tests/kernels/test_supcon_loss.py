@@ -1,4 +1,4 @@
-"""Fused ``supcon`` against its reference ``fastcae.losses.supcon_loss``.
+"""Fused ``supcon_loss`` (``fastcae.kernels.supcon_loss``) against its reference ``fastcae.losses.supcon_loss``.
 
 On a CPU machine the kernels run through the Triton interpreter (``tests/conftest.py`` sets
 ``TRITON_INTERPRET=1``) with 32 x 32 similarity tiles, so B = 37 / 130 / 300 have several row programs,
@@ -11,7 +11,7 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-from fastcae.kernels.supcon import supcon, supcon_backward, supcon_forward  # noqa: E402
+from fastcae.kernels.supcon_loss import supcon_loss, supcon_loss_backward, supcon_loss_forward  # noqa: E402
 from fastcae.losses import supcon_loss  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -61,7 +61,7 @@ def _assert_close(actual, expected, atol, rtol, what):
 
 def _check(z, y, tau, atol, rtol, g=None):
     g = torch.rand((), device=DEVICE) * 2 + 0.5 if g is None else g  # grad_output != 1
-    loss, dz = _run(supcon, z, y, tau, g)
+    loss, dz = _run(supcon_loss, z, y, tau, g)
     loss_r, dz_r = _run(supcon_loss, z, y, tau, g)
     assert loss.dtype == torch.float32 and loss.shape == ()
     assert dz.dtype == z.dtype and dz.shape == z.shape
@@ -120,8 +120,8 @@ def test_gpu_tilings(config, B, d, dtype, atol, rtol):
     z = _make_z(B, d, dtype)
     y = _labels("singletons", B).to(DEVICE)
     g = torch.tensor(1.4, device=DEVICE)
-    loss, stats, n_anchor = supcon_forward(z, y, 0.1, config=config)
-    dz = supcon_backward(g, z, y, stats, n_anchor, 0.1, config=config)
+    loss, stats, n_anchor = supcon_loss_forward(z, y, 0.1, config=config)
+    dz = supcon_loss_backward(g, z, y, stats, n_anchor, 0.1, config=config)
     loss_r, dz_r = _run(supcon_loss, z, y, 0.1, g)
     _assert_close(loss, loss_r, 1e-5, 1e-5, "loss")
     _assert_close(dz, dz_r, atol * dz_r.abs().max().item(), rtol, "dz")
@@ -140,7 +140,7 @@ def test_outputs_fully_written(monkeypatch):
     g = torch.tensor(0.7, device=DEVICE)
     monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(real_empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(real_empty_like(*a, **k)))
-    loss, dz = _run(supcon, z, y, 0.1, g)
+    loss, dz = _run(supcon_loss, z, y, 0.1, g)
     monkeypatch.undo()
     assert torch.isfinite(loss) and torch.isfinite(dz).all()
     loss_r, dz_r = _run(supcon_loss, z, y, 0.1, g)
@@ -153,17 +153,17 @@ def test_gradcheck_fp64():
     B, d = 7, 5
     z = _make_z(B, d, torch.float64).requires_grad_()
     y = torch.tensor([0, 0, 1, 1, 1, 2, 3], device=DEVICE)  # anchors 5 and 6 have no positive
-    assert torch.autograd.gradcheck(lambda a: supcon(a, y, 0.5), (z,))
+    assert torch.autograd.gradcheck(lambda a: supcon_loss(a, y, 0.5), (z,))
 
 
 def test_opcheck():
     B, d = 6, 16
     z = _make_z(B, d, torch.float32).requires_grad_()
     y = torch.tensor([0, 1, 0, 1, 2, 2], device=DEVICE)
-    torch.library.opcheck(torch.ops.fastcae.supcon.default, (z, y, 0.1))
-    _, stats, n_anchor = torch.ops.fastcae.supcon(z, y, 0.1)
+    torch.library.opcheck(torch.ops.fastcae.supcon_loss.default, (z, y, 0.1))
+    _, stats, n_anchor = torch.ops.fastcae.supcon_loss(z, y, 0.1)
     torch.library.opcheck(
-        torch.ops.fastcae.supcon_backward.default,
+        torch.ops.fastcae.supcon_loss_backward.default,
         (torch.tensor(1.3, device=DEVICE), z.detach(), y, stats, n_anchor, 0.1),
     )
 
@@ -175,7 +175,7 @@ def test_compile_fullgraph():
     y = _labels("variants", B).to(DEVICE)
 
     def fn(a, labels, tau):
-        return supcon(a, labels, tau) * 3.0
+        return supcon_loss(a, labels, tau) * 3.0
 
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     g = torch.tensor(0.9, device=DEVICE)
@@ -189,10 +189,10 @@ def test_input_errors():
     z = _make_z(4, 16, torch.float32)
     y = torch.arange(4, device=DEVICE)
     with pytest.raises(ValueError, match="labels must be"):
-        supcon(z, y[:3])
+        supcon_loss(z, y[:3])
     with pytest.raises(ValueError, match="d <= 256"):
-        supcon(_make_z(4, 300, torch.float32), y)
+        supcon_loss(_make_z(4, 300, torch.float32), y)
     with pytest.raises(TypeError, match="labels must be integers"):
-        supcon(z, y.float())
+        supcon_loss(z, y.float())
     with pytest.raises(ValueError, match="temperature"):
-        supcon(z, y, -1.0)
+        supcon_loss(z, y, -1.0)

@@ -4,7 +4,8 @@
     l_i  = LSE_i - (1 / n_i) sum_{p in P(i)} s_ip
     loss = sum_{i : n_i > 0} l_i / max(1, #{i : n_i > 0})
 
-Reference: ``fastcae.losses.supcon_loss`` (``supcon`` here has the same signature, value and gradient).
+Reference: ``fastcae.losses.supcon_loss`` (``supcon_loss`` here has the same signature, value and gradient;
+custom ops ``fastcae::supcon_loss`` and ``fastcae::supcon_loss_backward``).
 Shapes: ``z`` ``[B, d]`` (fp32, bf16 or fp16; fp64 is computed in fp64, for gradcheck), ``d <= 256``;
 ``labels`` ``[B]`` integer. Returns a 0-d fp32 loss (fp64 for fp64 ``z``). The rows of ``z`` are usually
 L2-normalised, but nothing here assumes it.
@@ -33,7 +34,7 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import INTERPRET, div_rn, sm_count
+from .shared import FLOAT_DTYPES, INTERPRET, acc_dtype, check_device, check_dtype, div_rn, sm_count, tl_dtype
 
 # --- constants -------------------------------------------------------------------------------------------
 
@@ -43,8 +44,6 @@ MAX_D = 256  # one feature block per tile; wider projections would need a loop o
 # mantissa bits, errors ~1e-3 * |s_ij| in the logits (1/tau = 10 scales them up); "ieee" is exact fp32 FMA
 # but, compiled for sm_90, a [32, 64] x d=128 tile spills kilobytes of registers (checked with ptxas).
 FP32_DOT_PRECISION = "tf32x3"
-_INTERPRET = INTERPRET
-_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 # --- kernels ---------------------------------------------------------------------------------------------
@@ -212,31 +211,25 @@ def _supcon_bwd_kernel(
 
 def _check(z: Tensor, labels: Tensor, temperature: float) -> None:
     if z.dim() != 2:
-        raise ValueError(f"supcon: z must be [B, d], got {tuple(z.shape)}")
+        raise ValueError(f"supcon_loss: z must be [B, d], got {tuple(z.shape)}")
     B, d = z.shape
     if B == 0 or d == 0:
-        raise ValueError(f"supcon: empty z {tuple(z.shape)}")
+        raise ValueError(f"supcon_loss: empty z {tuple(z.shape)}")
     if d > MAX_D:
-        raise ValueError(f"supcon: the kernel holds d in one block, d <= {MAX_D}; got d = {d}")
+        raise ValueError(f"supcon_loss: the kernel holds d in one block, d <= {MAX_D}; got d = {d}")
     if labels.shape != (B,):
-        raise ValueError(f"supcon: labels must be [B] = [{B}], got {tuple(labels.shape)}")
-    if z.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"supcon: z must be fp32, bf16, fp16 or fp64, got {z.dtype}")
-    if labels.dtype.is_floating_point or labels.dtype.is_complex or labels.dtype == torch.bool:
-        raise TypeError(f"supcon: labels must be integers, got {labels.dtype}")
+        raise ValueError(f"supcon_loss: labels must be [B] = [{B}], got {tuple(labels.shape)}")
+    check_dtype("supcon_loss", "z", z, FLOAT_DTYPES)
+    check_dtype("supcon_loss", "labels", labels, _is_integer, "integers")
     if z.device != labels.device:
-        raise ValueError(f"supcon: z on {z.device} but labels on {labels.device}")
-    if not z.is_cuda and not (_INTERPRET and z.device.type == "cpu"):
-        raise ValueError(
-            f"supcon: the Triton kernel needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got "
-            f"{z.device}; use fastcae.losses.supcon_loss there"
-        )
+        raise ValueError(f"supcon_loss: z on {z.device} but labels on {labels.device}")
+    check_device("supcon_loss", "z", z, "fastcae.losses.supcon_loss")
     if not temperature > 0:
-        raise ValueError(f"supcon: temperature must be > 0, got {temperature}")
+        raise ValueError(f"supcon_loss: temperature must be > 0, got {temperature}")
 
 
-def _acc(z: Tensor) -> tuple[torch.dtype, tl.dtype]:
-    return (torch.float64, tl.float64) if z.dtype == torch.float64 else (torch.float32, tl.float32)
+def _is_integer(dtype: torch.dtype) -> bool:
+    return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
 
 
 def _dot_precision(z: Tensor) -> str:
@@ -245,7 +238,7 @@ def _dot_precision(z: Tensor) -> str:
 
 
 def _upcast_dot(z: Tensor) -> bool:
-    return _INTERPRET and z.dtype == torch.bfloat16  # see _dot
+    return INTERPRET and z.dtype == torch.bfloat16  # see _dot
 
 
 def _launch_config(B: int, d: int, dtype: torch.dtype, device: torch.device) -> tuple[int, int, int, int]:
@@ -258,7 +251,7 @@ def _launch_config(B: int, d: int, dtype: torch.dtype, device: torch.device) -> 
     bytes in the backward).
     """
     d_pad = max(16, triton.next_power_of_2(d))
-    if _INTERPRET:
+    if INTERPRET:
         return 32, 32, d_pad, 4
     if dtype == torch.float64:  # a test path; fp64 has no tensor cores
         return 16, 16, d_pad, 4
@@ -275,7 +268,7 @@ def _launch_config(B: int, d: int, dtype: torch.dtype, device: torch.device) -> 
     return block_m, block_n, d_pad, 8
 
 
-def supcon_forward(
+def supcon_loss_forward(
     z: Tensor, labels: Tensor, temperature: float, *, config: tuple[int, int, int] | None = None
 ) -> tuple[Tensor, Tensor, Tensor]:
     """Returns ``(loss [], stats [N_STATS, B], n_anchor [1])``; ``stats`` and ``n_anchor`` feed the backward.
@@ -288,7 +281,8 @@ def supcon_forward(
         z = z.contiguous()
     labels = labels.contiguous()
     B, d = z.shape
-    acc, tl_acc = _acc(z)
+    acc = acc_dtype(z)
+    tl_acc = tl_dtype(acc)
     stats = torch.empty((N_STATS, B), dtype=acc, device=z.device)
     loss = torch.empty((), dtype=acc, device=z.device)
     n_anchor = torch.empty((1,), dtype=acc, device=z.device)
@@ -307,7 +301,7 @@ def supcon_forward(
     return loss, stats, n_anchor
 
 
-def supcon_backward(
+def supcon_loss_backward(
     grad_output: Tensor,
     z: Tensor,
     labels: Tensor,
@@ -324,7 +318,7 @@ def supcon_backward(
     B, d = z.shape
     if stats.shape != (N_STATS, B) or n_anchor.shape != (1,):
         raise ValueError(
-            f"supcon_backward: stats {tuple(stats.shape)} / n_anchor {tuple(n_anchor.shape)} do not match B={B}"
+            f"supcon_loss_backward: stats {tuple(stats.shape)} / n_anchor {tuple(n_anchor.shape)} do not match B={B}"
         )
     dz = torch.empty_like(z, memory_format=torch.contiguous_format)
     block_m, block_n, d_pad, num_warps = _launch_config(B, d, z.dtype, z.device)
@@ -333,7 +327,7 @@ def supcon_backward(
     _supcon_bwd_kernel[(triton.cdiv(B, block_m),)](
         z, labels, stats, n_anchor, grad_output, dz, B, d, z.stride(0), dz.stride(0), float(temperature),
         BLOCK_M=block_m, BLOCK_N=block_n, D_PAD=d_pad, DOT_PRECISION=_dot_precision(z), UPCAST_DOT=_upcast_dot(z),
-        SPLIT_G=z.dtype in (torch.bfloat16, torch.float16), ACC=_acc(z)[1],
+        SPLIT_G=z.dtype in (torch.bfloat16, torch.float16), ACC=tl_dtype(acc_dtype(z)),
         num_warps=num_warps,
     )
     return dz
@@ -342,22 +336,22 @@ def supcon_backward(
 # --- wiring ----------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastcae::supcon", mutates_args=())
+@torch.library.custom_op("fastcae::supcon_loss", mutates_args=())
 def _supcon_op(z: Tensor, labels: Tensor, temperature: float) -> tuple[Tensor, Tensor, Tensor]:
-    return supcon_forward(z, labels, temperature)
+    return supcon_loss_forward(z, labels, temperature)
 
 
 @_supcon_op.register_fake
 def _(z, labels, temperature):
-    acc = _acc(z)[0]
+    acc = acc_dtype(z)
     return z.new_empty((), dtype=acc), z.new_empty((N_STATS, z.shape[0]), dtype=acc), z.new_empty((1,), dtype=acc)
 
 
-@torch.library.custom_op("fastcae::supcon_backward", mutates_args=())
+@torch.library.custom_op("fastcae::supcon_loss_backward", mutates_args=())
 def _supcon_backward_op(
     grad_output: Tensor, z: Tensor, labels: Tensor, stats: Tensor, n_anchor: Tensor, temperature: float
 ) -> Tensor:
-    return supcon_backward(grad_output, z, labels, stats, n_anchor, temperature)
+    return supcon_loss_backward(grad_output, z, labels, stats, n_anchor, temperature)
 
 
 @_supcon_backward_op.register_fake
@@ -386,7 +380,7 @@ _supcon_op.register_autograd(_backward, setup_context=_setup_context)
 # --- public function -------------------------------------------------------------------------------------
 
 
-def supcon(z: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
+def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
     """Supervised-contrastive loss of ``z [B, d]`` with positives = same label, as one fused op.
 
     Same signature, value and gradient as ``fastcae.losses.supcon_loss``: the mean over anchors with at least

@@ -1,10 +1,10 @@
 """Ahead-of-time compile check of the fused Triton kernels for a CUDA target, on a machine without a GPU.
 
-    python -m fastcae.kernels.check --arch sm_90        # or sm_80; --only cend_linear,kd_loss; --list; -v
+    python -m fastcae.kernels.check --arch sm_90        # or sm_80; --only cend_linear,logit_loss; --list; -v
 
-Every kernel of ``kernels/*.py`` is compiled at the configurations its launcher picks at CIFAR shapes (the
-generator step's batch 400 and the student step's 512; 10, 100 and 1000 classes; fp32 and bf16 inputs; the
-BatchNorm inputs of the CIFAR teachers), with
+Every kernel of the op modules of ``fastcae.kernels`` (``MODULES``: ``fastcae/kernels/<op>.py``) is compiled
+at the configurations its launcher picks at CIFAR shapes (the generator step's batch 400 and the student
+step's 512; 10, 100 and 1000 classes; fp32 and bf16 inputs; the BatchNorm inputs of the CIFAR teachers), with
 ``triton.compile(ASTSource(fn, signature, constexprs, attrs), target=GPUTarget("cuda", arch, 32))``. The block
 sizes come from the launchers' own helpers (``_launch_config``, ``_plan``, ``_o_splits``, ``_wide_o_config``,
 ``_bn_config``), run against a stand-in device with the target's SM count, so this file
@@ -54,7 +54,7 @@ TARGETS = {
     89: (128, 101376),  # L40 / RTX 40xx class
     90: (132, 232448),  # H100 / H200 SXM
 }
-MODULES = ("kd_loss", "supcon", "bn_stats_loss", "cend_linear")
+MODULES = ("logit_loss", "supcon_loss", "bn_stats_loss", "cend_linear")  # every op module of fastcae.kernels
 
 # CIFAR shapes
 GEN_BATCH, STUDENT_BATCH = 400, 512  # DistillConfig.synth_batch_size, .student_batch_size
@@ -106,15 +106,20 @@ class Result:
 
 @contextlib.contextmanager
 def _stand_in_device(n_sm: int):
-    """``torch.cuda.get_device_properties`` answers with ``n_sm`` SMs, so the launchers' heuristics run here."""
+    """``torch.cuda.get_device_properties`` answers with ``n_sm`` SMs, so the launchers' heuristics run here.
+    ``shared.sm_count`` caches its answers: emptied on the way in and out, so no count outlives its target."""
     import torch
+
+    from .shared import _sms
 
     real = torch.cuda.get_device_properties
     torch.cuda.get_device_properties = lambda *a, **k: types.SimpleNamespace(multi_processor_count=n_sm)
+    _sms.cache_clear()
     try:
         yield torch.device("cuda", 0)
     finally:
         torch.cuda.get_device_properties = real
+        _sms.cache_clear()
 
 
 def _torch_dtype(name):
@@ -123,7 +128,7 @@ def _torch_dtype(name):
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
-def _kd_loss_launches(mod, n_sm):
+def _logit_loss_launches(mod, n_sm):
     import triton
     import triton.language as tl
 
@@ -146,16 +151,16 @@ def _kd_loss_launches(mod, n_sm):
                         cfg = f"{dt} {tag} ROWS={rows} BLOCK_C={block_c} w={nw}"
                         common = dict(t_ptr=Ptr(dt), s_ptr=Ptr(dt), y_ptr=Ptr("i64"), B=B, C=C, stride_t=C,
                                       stride_s=C, temperature=20.0, ROWS=rows, BLOCK_C=block_c, ACC=tl.float32)
-                        yield Launch("kd_loss", "_kd_loss_fwd_kernel",
+                        yield Launch("logit_loss", "_kd_loss_fwd_kernel",
                                      dict(common, stats_ptr=Ptr("fp32"), **flags), nw, None, cfg, shape)
-                        yield Launch("kd_loss", "_kd_loss_reduce_kernel",
+                        yield Launch("logit_loss", "_kd_loss_reduce_kernel",
                                      dict(stats_ptr=Ptr("fp32"), y_ptr=Ptr("i64"), loss_ptr=Ptr("fp32"),
                                           nvalid_ptr=Ptr("fp32"), B=B, temperature=20.0, kd_weight=1.0,
                                           adv_weight=1.33, ce_weight=0.5, **flags,
                                           BLOCK_B=min(triton.next_power_of_2(B), 1024), ACC=tl.float32),
                                      4, None, f"{tag} BLOCK_B={min(triton.next_power_of_2(B), 1024)} w=4", shape)
                         dirs = "+".join(n for n, on in (("dt", need_dt), ("ds", need_ds)) if on)
-                        yield Launch("kd_loss", "_kd_loss_bwd_kernel",
+                        yield Launch("logit_loss", "_kd_loss_bwd_kernel",
                                      dict(common, stats_ptr=Ptr("fp32"), nvalid_ptr=Ptr("fp32"), go_ptr=Ptr("fp32"),
                                           dt_ptr=Ptr(dt), ds_ptr=Ptr(dt), stride_dt=C, stride_ds=C, kd_weight=1.0,
                                           adv_weight=1.33, ce_weight=0.5, **flags, NEED_DT=need_dt,
@@ -163,14 +168,14 @@ def _kd_loss_launches(mod, n_sm):
                                      nw, None, f"{cfg} {dirs}", shape)
 
 
-def _supcon_launches(mod, n_sm):
+def _supcon_loss_launches(mod, n_sm):
     import triton
     import triton.language as tl
 
     d = CNCL_DIM
     with _stand_in_device(n_sm) as dev:
         for dt in DTYPES:
-            precision = mod.FP32_DOT_PRECISION if dt == "fp32" else "ieee"  # supcon._dot_precision
+            precision = mod.FP32_DOT_PRECISION if dt == "fp32" else "ieee"  # supcon_loss._dot_precision
             for B in BATCHES:
                 bm, bn, d_pad, nw = mod._launch_config(B, d, _torch_dtype(dt), dev)
                 shape = f"B={B} d={d}"
@@ -178,12 +183,12 @@ def _supcon_launches(mod, n_sm):
                 common = dict(z_ptr=Ptr(dt), lab_ptr=Ptr("i64"), stats_ptr=Ptr("fp32"), B=B, d=d, stride_z=d,
                               temperature=0.1, BLOCK_M=bm, BLOCK_N=bn, D_PAD=d_pad, DOT_PRECISION=precision,
                               UPCAST_DOT=False, ACC=tl.float32)
-                yield Launch("supcon", "_supcon_fwd_kernel", common, nw, None, cfg, shape)
+                yield Launch("supcon_loss", "_supcon_fwd_kernel", common, nw, None, cfg, shape)
                 block_b = min(triton.next_power_of_2(B), 1024)
-                yield Launch("supcon", "_supcon_reduce_kernel",
+                yield Launch("supcon_loss", "_supcon_reduce_kernel",
                              dict(stats_ptr=Ptr("fp32"), loss_ptr=Ptr("fp32"), nanchor_ptr=Ptr("fp32"), B=B,
                                   BLOCK_B=block_b, ACC=tl.float32), 4, None, f"BLOCK_B={block_b} w=4", shape)
-                yield Launch("supcon", "_supcon_bwd_kernel",
+                yield Launch("supcon_loss", "_supcon_bwd_kernel",
                              dict(common, nanchor_ptr=Ptr("fp32"), go_ptr=Ptr("fp32"), dz_ptr=Ptr(dt), stride_dz=d,
                                   SPLIT_G=dt != "fp32"), nw, None, cfg + (" SPLIT_G" if dt != "fp32" else ""),
                              shape)
@@ -287,8 +292,8 @@ def _cend_linear_launches(mod, n_sm):
 
 
 LAUNCHES = {
-    "kd_loss": _kd_loss_launches,
-    "supcon": _supcon_launches,
+    "logit_loss": _logit_loss_launches,
+    "supcon_loss": _supcon_loss_launches,
     "bn_stats_loss": _bn_stats_loss_launches,
     "cend_linear": _cend_linear_launches,
 }
@@ -423,7 +428,9 @@ def run(arch: int, only=None, verbose=False, out=None) -> int:
     """Compile everything for ``sm_<arch>``, print the table (to ``out``, default stdout); returns the exit
     status: 0 clean, 1 a failure, 2 not run (under the interpreter)."""
     out = out or sys.stdout
-    if os.environ.get("TRITON_INTERPRET", "0") not in ("", "0"):
+    from .shared import interpreting  # live: Triton's own reading of TRITON_INTERPRET, as the kernels take it
+
+    if interpreting():
         print("fastcae.kernels.check: unset TRITON_INTERPRET (the interpreter compiles nothing)", file=out)
         return 2
     from triton.backends.compiler import GPUTarget

@@ -29,12 +29,9 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import INTERPRET, sm_count
+from .shared import FLOAT_DTYPES, INTERPRET, acc_dtype, check_device, check_dtype, sm_count, tl_dtype
 
 # --- constants ---------------------------------------------------------------------------------------------
-
-_INTERPRET = INTERPRET
-_WEIGHT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 # Block sizes (BLOCK_B rows, BLOCK_O output columns, BLOCK_D input columns). Under the interpreter: one fixed
 # small config (the interpreter is slow; every dot block is still >= 16, so it is also valid compiled code).
@@ -341,14 +338,6 @@ def _cend_linear_bwd_w_kernel(
 # --- launchers ---------------------------------------------------------------------------------------------
 
 
-def _acc_dtype(weight: Tensor):
-    return tl.float64 if weight.dtype == torch.float64 else tl.float32
-
-
-def _stats_dtype(weight: Tensor) -> torch.dtype:
-    return torch.float64 if weight.dtype == torch.float64 else torch.float32
-
-
 def _dot_precision(weight: Tensor) -> str:
     # fp32 weights follow torch's own matmul setting (TF32 only when the user allowed it), like F.linear.
     if weight.dtype == torch.float32 and weight.is_cuda and torch.get_float32_matmul_precision() != "highest":
@@ -357,7 +346,7 @@ def _dot_precision(weight: Tensor) -> str:
 
 
 def _upcast_dot(weight: Tensor) -> bool:
-    return _INTERPRET and weight.dtype == torch.bfloat16
+    return INTERPRET and weight.dtype == torch.bfloat16
 
 
 def _config_class(weight: Tensor) -> str:
@@ -368,7 +357,7 @@ def _config_class(weight: Tensor) -> str:
 def _launch_wide_o(kernel, grid, B: int, O: int, weight: Tensor, *args, **meta):
     """Launch a wide-O kernel at its fixed config (the interpreter's, or ``_wide_o_config``'s on a GPU).
     ``grid`` maps the block sizes to the launch grid."""
-    if _INTERPRET:
+    if INTERPRET:
         cfg = dict(_INTERP_CFG)
     else:
         cfg = _wide_o_config(B, O, _config_class(weight), meta["ACC"] == tl.float64)
@@ -377,7 +366,7 @@ def _launch_wide_o(kernel, grid, B: int, O: int, weight: Tensor, *args, **meta):
 
 def _o_splits(programs: int, n_blocks_o: int, device: torch.device) -> int:
     """How many O splits give the dgamma/dbeta kernel about two waves of programs."""
-    if _INTERPRET:
+    if INTERPRET:
         target = 2 * programs  # exercise the split path in the tests
     else:
         target = 2 * sm_count(device)
@@ -385,39 +374,37 @@ def _o_splits(programs: int, n_blocks_o: int, device: torch.device) -> int:
 
 
 def _check_inputs(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, weight, bias):
-    if embeddings.dim() != 2 or not embeddings.is_floating_point():
+    if embeddings.dim() != 2:
         raise ValueError(f"cend_linear: embeddings must be a float [num_classes, dim] tensor, got "
-                         f"{tuple(embeddings.shape)} {embeddings.dtype}")
+                         f"{tuple(embeddings.shape)}")
+    check_dtype("cend_linear", "embeddings", embeddings, lambda dtype: dtype.is_floating_point, "floating point")
     d = embeddings.shape[1]
     if targets.dim() != 1 or source_ids.shape != targets.shape:
         raise ValueError(f"cend_linear: targets and source_ids must be [B] and equal, got {tuple(targets.shape)} "
                          f"and {tuple(source_ids.shape)}")
-    if targets.dtype != torch.int64 or source_ids.dtype != torch.int64:
-        raise ValueError(f"cend_linear: targets and source_ids must be int64, got {targets.dtype} and "
-                         f"{source_ids.dtype}")
+    check_dtype("cend_linear", "targets", targets, (torch.int64,))
+    check_dtype("cend_linear", "source_ids", source_ids, (torch.int64,))
     if magnitudes.dim() not in (1, 2) or (magnitudes.dim() == 2 and magnitudes.shape[1] != d):
         raise ValueError(f"cend_linear: magnitudes must be [N] or [N, {d}], got {tuple(magnitudes.shape)}")
     if scale.numel() != 1:
         raise ValueError(f"cend_linear: scale must hold one value, got shape {tuple(scale.shape)}")
     if weight.dim() != 2 or weight.shape[1] != d:
         raise ValueError(f"cend_linear: weight must be [out, {d}], got {tuple(weight.shape)}")
-    if weight.dtype not in _WEIGHT_DTYPES:
-        raise ValueError(f"cend_linear: weight dtype {weight.dtype} is not supported ({_WEIGHT_DTYPES})")
+    check_dtype("cend_linear", "weight", weight, FLOAT_DTYPES)
     if bias is not None and bias.shape != (weight.shape[0],):
         raise ValueError(f"cend_linear: bias must be [{weight.shape[0]}], got {tuple(bias.shape)}")
     for name, t in (("bn_weight", bn_weight), ("bn_bias", bn_bias)):
         if t.shape != (d,):
             raise ValueError(f"cend_linear: {name} must be [{d}], got {tuple(t.shape)}")
-    if noise_state.shape != (2,) or noise_state.dtype != torch.int64:
+    if noise_state.shape != (2,):
         raise ValueError(f"cend_linear: noise_state must be an int64 [2] tensor (seed, offset), got "
-                         f"{tuple(noise_state.shape)} {noise_state.dtype}")
+                         f"{tuple(noise_state.shape)}")
+    check_dtype("cend_linear", "noise_state", noise_state, (torch.int64,), "an int64 [2] tensor (seed, offset)")
     tensors = [embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, weight]
     devices = {t.device for t in tensors + ([bias] if bias is not None else [])}
     if len(devices) != 1:
         raise ValueError(f"cend_linear: all tensors must be on one device, got {sorted(map(str, devices))}")
-    if not (weight.is_cuda or (weight.device.type == "cpu" and _INTERPRET)):
-        raise RuntimeError("cend_linear: the Triton kernels need CUDA tensors (CPU tensors only under "
-                           "TRITON_INTERPRET=1); use fastcae.cend.cend_linear_reference on CPU")
+    check_device("cend_linear", "weight", weight, "fastcae.cend.cend_linear_reference")
 
 
 def cend_linear_forward(
@@ -432,18 +419,18 @@ def cend_linear_forward(
     _check_inputs(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, weight, bias)
     B, D, O = targets.shape[0], embeddings.shape[1], weight.shape[0]
     dev = weight.device
-    stats_dtype = _stats_dtype(weight)
+    stats_dtype = acc_dtype(weight)
     emb, noise_state, mag, tgt, src, bn_weight, bn_bias = (
         t.contiguous() for t in (embeddings, noise_state, magnitudes, targets, source_ids, bn_weight, bn_bias)
     )  # the kernels read rows of emb / mag and the [D] vectors with stride 1
-    acc = _acc_dtype(weight)
+    acc = tl_dtype(acc_dtype(weight))
     mag_per_dim = mag.dim() == 2
     if use_batch_stats:
         if B < 2:
             raise ValueError(f"cend_linear: expected more than 1 value per channel when training, got batch {B}")
         mean = torch.empty(D, device=dev, dtype=stats_dtype)
         var = torch.empty(D, device=dev, dtype=stats_dtype)
-        cfg = dict(BLOCK_B=32, BLOCK_D=16) if _INTERPRET else dict(_STATS_CFG)
+        cfg = dict(BLOCK_B=32, BLOCK_D=16) if INTERPRET else dict(_STATS_CFG)
         grid = (triton.cdiv(D, cfg["BLOCK_D"]),)
         _cend_linear_stats_kernel[grid](
             mean, var, emb, tgt, src, mag, scale, noise_state, B, D, emb.stride(0), mag.stride(0),
@@ -485,14 +472,14 @@ def cend_linear_backward(
     emb, noise_state, mag, tgt, src, bn_weight, bn_bias = (
         t.contiguous() for t in (embeddings, noise_state, magnitudes, targets, source_ids, bn_weight, bn_bias)
     )  # the kernels read rows of emb / mag and the [D] vectors with stride 1
-    acc = _acc_dtype(weight)
+    acc = tl_dtype(acc_dtype(weight))
     mag_per_dim = mag.dim() == 2
     precision = _dot_precision(weight)
     if grad_out.dtype != weight.dtype:
         grad_out = grad_out.to(weight.dtype)
     bias_dtype = weight.dtype if bias_dtype is None else bias_dtype
     if need_bn:
-        cfg = dict(_INTERP_CFG) if _INTERPRET else _bn_config(_config_class(weight))
+        cfg = dict(_INTERP_CFG) if INTERPRET else _bn_config(_config_class(weight))
         n_b, n_d = triton.cdiv(B, cfg["BLOCK_B"]), triton.cdiv(D, cfg["BLOCK_D"])
         n_blocks_o = triton.cdiv(O, cfg["BLOCK_O"])
         blocks_per_split = triton.cdiv(n_blocks_o, _o_splits(n_b * n_d, n_blocks_o, dev))
@@ -545,7 +532,7 @@ def _cend_linear_op(
 def _(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, running_mean,
       running_var, use_batch_stats, eps, weight, bias):
     B, D, O = targets.shape[0], embeddings.shape[1], weight.shape[0]
-    stats_dtype = _stats_dtype(weight)
+    stats_dtype = acc_dtype(weight)
     return (weight.new_empty((B, O)), weight.new_empty((D,), dtype=stats_dtype),
             weight.new_empty((D,), dtype=stats_dtype))
 

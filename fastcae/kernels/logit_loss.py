@@ -4,11 +4,11 @@
          - adv_w * mean_i [argmax t_i == argmax s_i] * KL(p_t || p_s)   (generator step: adversarial)
          + ce_w * CE(t, targets)                                        (generator step: teacher CE)
 
-Reference: ``fastcae.losses.logit_loss`` (one definition of the math; ``kd_loss`` here has the same signature,
-value and gradients). Shapes: ``teacher_logits``, ``student_logits`` ``[B, C]`` (fp32, bf16 or fp16; fp64 is
-computed in fp64, for gradcheck), ``targets`` ``[B]`` integer (``-100`` is ignored, as in
-``F.cross_entropy``; a target outside ``[0, C)`` makes the loss nan where the reference raises). Returns a 0-d
-fp32 loss (fp64 when an input is fp64).
+Reference: ``fastcae.losses.logit_loss`` (one definition of the math; ``logit_loss`` here has the same signature,
+value and gradients; custom ops ``fastcae::logit_loss`` and ``fastcae::logit_loss_backward``). Shapes: ``teacher_logits``, ``student_logits`` ``[B, C]``
+(fp32, bf16 or fp16; fp64 is computed in fp64, for gradcheck), ``targets`` ``[B]`` integer (``-100`` is
+ignored, as in ``F.cross_entropy``; a target outside ``[0, C)`` makes the loss nan where the reference raises).
+Returns a 0-d fp32 loss (fp64 when an input is fp64).
 
 Bytes-moved floor (elt = bytes per logit): the forward must read both logit matrices once,
 ``2 * B * C * elt + 8 * B``; a backward must read them again (or a saved gradient) and write each gradient
@@ -34,22 +34,20 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import INTERPRET, div_rn, sm_count
+from .shared import FLOAT_DTYPES, INTERPRET, acc_dtype, check_device, check_dtype, div_rn, sm_count, tl_dtype
 
 # --- constants -------------------------------------------------------------------------------------------
 
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: such rows drop out of the CE mean
 N_STATS = 8  # rows of the per-row statistics buffer, see _kd_loss_fwd_kernel
-_INTERPRET = INTERPRET
 # Column block: one block covers C <= 2048 on a GPU (a single pass, every row in registers). The interpreter
 # uses a smaller block so the tests (C = 1000, 1271) exercise the multi-block online log-sum-exp.
-_MAX_BLOCK_C = 256 if _INTERPRET else 2048
+_MAX_BLOCK_C = 256 if INTERPRET else 2048
 # Elements of one [ROWS, BLOCK_C] tile when several rows share a program (short rows). On sm_90 a [8, 128]
 # tile of the all-terms forward already takes ~255 registers a thread at 4 warps (the per-row running
 # statistics are replicated across a row's threads), so multi-row tiles stay at 1024 elements. The
 # interpreter takes bigger tiles: fewer programs, less Python overhead.
-_TILE_ELEMS = 4096 if _INTERPRET else 1024
-_FLOAT_DTYPES = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
+_TILE_ELEMS = 4096 if INTERPRET else 1024
 
 
 # --- kernels ---------------------------------------------------------------------------------------------
@@ -316,30 +314,21 @@ def _kd_loss_bwd_kernel(
 def _check(teacher_logits: Tensor, student_logits: Tensor, targets: Tensor, temperature: float) -> None:
     t, s = teacher_logits, student_logits
     if t.dim() != 2 or s.dim() != 2:
-        raise ValueError(f"kd_loss: logits must be [B, C], got teacher {tuple(t.shape)}, student {tuple(s.shape)}")
+        raise ValueError(f"logit_loss: logits must be [B, C], got teacher {tuple(t.shape)}, student {tuple(s.shape)}")
     if t.shape != s.shape:
-        raise ValueError(f"kd_loss: teacher {tuple(t.shape)} and student {tuple(s.shape)} logits differ in shape")
+        raise ValueError(f"logit_loss: teacher {tuple(t.shape)} and student {tuple(s.shape)} logits differ in shape")
     if t.shape[0] == 0 or t.shape[1] == 0:
-        raise ValueError(f"kd_loss: empty logits {tuple(t.shape)}")
+        raise ValueError(f"logit_loss: empty logits {tuple(t.shape)}")
     if targets.shape != (t.shape[0],):
-        raise ValueError(f"kd_loss: targets must be [B] = [{t.shape[0]}], got {tuple(targets.shape)}")
-    if t.dtype not in _FLOAT_DTYPES or s.dtype not in _FLOAT_DTYPES:
-        raise TypeError(f"kd_loss: logits must be fp32, bf16, fp16 or fp64, got {t.dtype} and {s.dtype}")
-    if targets.dtype not in (torch.int64, torch.int32):
-        raise TypeError(f"kd_loss: targets must be int64 (or int32), got {targets.dtype}")
+        raise ValueError(f"logit_loss: targets must be [B] = [{t.shape[0]}], got {tuple(targets.shape)}")
+    check_dtype("logit_loss", "teacher_logits", t, FLOAT_DTYPES)
+    check_dtype("logit_loss", "student_logits", s, FLOAT_DTYPES)
+    check_dtype("logit_loss", "targets", targets, (torch.int64, torch.int32), "int64 (or int32)")
     if not (t.device == s.device == targets.device):
-        raise ValueError(f"kd_loss: tensors on different devices: {t.device}, {s.device}, {targets.device}")
-    if not t.is_cuda and not (_INTERPRET and t.device.type == "cpu"):
-        raise ValueError(
-            f"kd_loss: the Triton kernel needs CUDA tensors (or CPU tensors with TRITON_INTERPRET=1), got "
-            f"{t.device}; use fastcae.losses.logit_loss there"
-        )
+        raise ValueError(f"logit_loss: tensors on different devices: {t.device}, {s.device}, {targets.device}")
+    check_device("logit_loss", "teacher_logits", t, "fastcae.losses.logit_loss")
     if not temperature > 0:
-        raise ValueError(f"kd_loss: temperature must be > 0, got {temperature}")
-
-
-def _acc_dtype(*tensors: Tensor) -> torch.dtype:
-    return torch.float64 if any(x.dtype == torch.float64 for x in tensors) else torch.float32
+        raise ValueError(f"logit_loss: temperature must be > 0, got {temperature}")
 
 
 def _unit_col(x: Tensor) -> Tensor:
@@ -351,7 +340,7 @@ def _launch_config(B: int, C: int, device: torch.device) -> tuple[int, int, int]
     when rows are short, but not so many that the grid leaves SMs idle (about two programs per SM)."""
     block_c = min(triton.next_power_of_2(C), _MAX_BLOCK_C)
     rows = max(1, _TILE_ELEMS // block_c)  # 1 when block_c >= _TILE_ELEMS: one (long) row per program
-    if not _INTERPRET:
+    if not INTERPRET:
         n_sm = sm_count(device)
         rows_for_grid = max(1, B // (2 * n_sm))
         rows = min(rows, 1 << (rows_for_grid.bit_length() - 1))  # largest power of two <= B / (2 SMs)
@@ -360,7 +349,7 @@ def _launch_config(B: int, C: int, device: torch.device) -> tuple[int, int, int]
     return rows, block_c, num_warps
 
 
-def kd_loss_forward(
+def logit_loss_forward(
     teacher_logits: Tensor,
     student_logits: Tensor,
     targets: Tensor,
@@ -380,8 +369,8 @@ def kd_loss_forward(
     t, s = _unit_col(teacher_logits), _unit_col(student_logits)
     targets = targets.contiguous()
     B, C = t.shape
-    acc = _acc_dtype(t, s)
-    tl_acc = tl.float64 if acc == torch.float64 else tl.float32
+    acc = acc_dtype(t, s)
+    tl_acc = tl_dtype(acc)
     stats = torch.empty((N_STATS, B), dtype=acc, device=t.device)
     loss = torch.empty((), dtype=acc, device=t.device)
     n_valid = torch.empty((1,), dtype=acc, device=t.device)
@@ -398,7 +387,7 @@ def kd_loss_forward(
     return loss, stats, n_valid
 
 
-def kd_loss_backward(
+def logit_loss_backward(
     grad_output: Tensor,
     teacher_logits: Tensor,
     student_logits: Tensor,
@@ -420,13 +409,12 @@ def kd_loss_backward(
     B, C = t.shape
     if stats.shape != (N_STATS, B) or n_valid.shape != (1,):
         raise ValueError(
-            f"kd_loss_backward: stats {tuple(stats.shape)} / n_valid {tuple(n_valid.shape)} do not match B={B}"
+            f"logit_loss_backward: stats {tuple(stats.shape)} / n_valid {tuple(n_valid.shape)} do not match B={B}"
         )
     dt = torch.empty((B, C), dtype=t.dtype, device=t.device) if need_teacher_grad else t.new_empty((0,))
     ds = torch.empty((B, C), dtype=s.dtype, device=s.device) if need_student_grad else s.new_empty((0,))
     if not (need_teacher_grad or need_student_grad):
         return dt, ds
-    acc = stats.dtype
     rows, block_c, num_warps = config or _launch_config(B, C, t.device)
     _kd_loss_bwd_kernel[(triton.cdiv(B, rows),)](
         t, s, targets, stats, n_valid, grad_output,
@@ -435,7 +423,7 @@ def kd_loss_backward(
         float(temperature), float(kd_weight), float(adv_weight), float(ce_weight),
         HAS_KD=kd_weight != 0.0, HAS_ADV=adv_weight != 0.0, HAS_CE=ce_weight != 0.0,
         NEED_DT=need_teacher_grad, NEED_DS=need_student_grad, IGNORE=IGNORE_INDEX,
-        ROWS=rows, BLOCK_C=block_c, ACC=tl.float64 if acc == torch.float64 else tl.float32, num_warps=num_warps,
+        ROWS=rows, BLOCK_C=block_c, ACC=tl_dtype(stats.dtype), num_warps=num_warps,
     )
     return dt, ds
 
@@ -443,7 +431,7 @@ def kd_loss_backward(
 # --- wiring ----------------------------------------------------------------------------------------------
 
 
-@torch.library.custom_op("fastcae::kd_loss", mutates_args=())
+@torch.library.custom_op("fastcae::logit_loss", mutates_args=())
 def _kd_loss_op(
     teacher_logits: Tensor,
     student_logits: Tensor,
@@ -453,12 +441,12 @@ def _kd_loss_op(
     adv_weight: float,
     ce_weight: float,
 ) -> tuple[Tensor, Tensor, Tensor]:
-    return kd_loss_forward(teacher_logits, student_logits, targets, temperature, kd_weight, adv_weight, ce_weight)
+    return logit_loss_forward(teacher_logits, student_logits, targets, temperature, kd_weight, adv_weight, ce_weight)
 
 
 @_kd_loss_op.register_fake
 def _(teacher_logits, student_logits, targets, temperature, kd_weight, adv_weight, ce_weight):
-    acc = _acc_dtype(teacher_logits, student_logits)
+    acc = acc_dtype(teacher_logits, student_logits)
     B = teacher_logits.shape[0]
     return (
         teacher_logits.new_empty((), dtype=acc),
@@ -467,7 +455,7 @@ def _(teacher_logits, student_logits, targets, temperature, kd_weight, adv_weigh
     )
 
 
-@torch.library.custom_op("fastcae::kd_loss_backward", mutates_args=())
+@torch.library.custom_op("fastcae::logit_loss_backward", mutates_args=())
 def _kd_loss_backward_op(
     grad_output: Tensor,
     teacher_logits: Tensor,
@@ -482,7 +470,7 @@ def _kd_loss_backward_op(
     need_teacher_grad: bool,
     need_student_grad: bool,
 ) -> tuple[Tensor, Tensor]:
-    return kd_loss_backward(
+    return logit_loss_backward(
         grad_output, teacher_logits, student_logits, targets, stats, n_valid, temperature, kd_weight, adv_weight,
         ce_weight, need_teacher_grad, need_student_grad,
     )
@@ -520,7 +508,7 @@ _kd_loss_op.register_autograd(_backward, setup_context=_setup_context)
 # --- public function -------------------------------------------------------------------------------------
 
 
-def kd_loss(
+def logit_loss(
     teacher_logits: Tensor,
     student_logits: Tensor,
     targets: Tensor,

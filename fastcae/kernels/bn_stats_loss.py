@@ -42,12 +42,11 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import INTERPRET, div_rn, sm_count, sqrt_rn
+from .shared import FLOAT_DTYPES, acc_dtype, check_device, check_dtype, div_rn, sm_count, sqrt_rn, tl_dtype
 
 # ---------------------------------------------------------------------------------------------------------
 # Constants
 # ---------------------------------------------------------------------------------------------------------
-_INTERPRET = INTERPRET
 # Elements per tile (per loop iteration of a program): 16 KiB of fp32, 8 KiB of bf16, 16 KiB of fp64, so
 # every thread of the 8 warps keeps 16 (8 for fp64) elements in flight.
 _TILE = {2: 4096, 4: 4096, 8: 2048}
@@ -69,7 +68,6 @@ _MAX_PARTIALS = 16384
 # Finalize tile: [splits, channels] elements merged per iteration, at most _FIN_BLOCK_C channels wide.
 _FIN_TILE = 4096
 _FIN_BLOCK_C = 256
-_SUPPORTED = (torch.float32, torch.bfloat16, torch.float16, torch.float64)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -335,19 +333,6 @@ def _bn_stats_loss_bwd_kernel(
 # ---------------------------------------------------------------------------------------------------------
 # Launchers
 # ---------------------------------------------------------------------------------------------------------
-def _acc_dtype(dtype: torch.dtype) -> torch.dtype:
-    return torch.float64 if dtype == torch.float64 else torch.float32
-
-
-_TL_ACC = {torch.float32: tl.float32, torch.float64: tl.float64}
-
-
-def _sm_count(device: torch.device) -> int:
-    if device.type == "cuda":
-        return sm_count(device)
-    return 2  # the interpreter: few, large programs (its cost is per program and per op)
-
-
 def _nsc_view(x: Tensor) -> tuple[Tensor, bool, int, int, int]:
     """``(x or a contiguous copy, channels_last path?, stride_n, stride_c, stride_s)`` for ``[N, C, S]``.
 
@@ -419,8 +404,7 @@ def _plan(shape, channels_last: bool, itemsize: int, num_sms: int, programs_per_
 def _check_inputs(x, running_mean, running_var, ema_mean, ema_var, ema_weight):
     if x.dim() != 4:
         raise ValueError(f"bn_stats_loss: x must be [N, C, H, W], got shape {tuple(x.shape)}")
-    if x.dtype not in _SUPPORTED:
-        raise TypeError(f"bn_stats_loss: x dtype {x.dtype} not supported (fp32, bf16, fp16, fp64)")
+    check_dtype("bn_stats_loss", "x", x, FLOAT_DTYPES)
     n, c, h, w = x.shape
     if n * h * w == 0 or c == 0:
         raise ValueError(f"bn_stats_loss: x has no elements per channel, shape {tuple(x.shape)}")
@@ -430,12 +414,10 @@ def _check_inputs(x, running_mean, running_var, ema_mean, ema_var, ema_weight):
             raise ValueError(f"bn_stats_loss: {name} must have shape [{c}], got {tuple(t.shape)}")
         if t.device != x.device:
             raise ValueError(f"bn_stats_loss: {name} is on {t.device}, x on {x.device}")
-        if not t.is_floating_point():
-            raise TypeError(f"bn_stats_loss: {name} must be floating point, got {t.dtype}")
+        check_dtype("bn_stats_loss", name, t, lambda dtype: dtype.is_floating_point, "floating point")
     if ema_weight is not None and ema_weight.numel() != 1:
         raise ValueError(f"bn_stats_loss: ema_weight must hold one value, got shape {tuple(ema_weight.shape)}")
-    if x.device.type != "cuda" and not _INTERPRET:
-        raise RuntimeError("bn_stats_loss: Triton kernels need CUDA tensors (or TRITON_INTERPRET=1 on CPU)")
+    check_device("bn_stats_loss", "x", x, "fastcae.losses.bn_stats_loss")
 
 
 def bn_stats_loss_forward(
@@ -459,8 +441,8 @@ def bn_stats_loss_forward(
     _check_inputs(x, running_mean, running_var, ema_mean, ema_var, ema_weight)
     x, channels_last, sn, sc, ss = _nsc_view(x)
     n, c, h, w = x.shape
-    acc = _acc_dtype(x.dtype)
-    plan = _plan(tuple(x.shape), channels_last, x.element_size(), _sm_count(x.device), _FWD_PROGRAMS_PER_SM,
+    acc = acc_dtype(x)
+    plan = _plan(tuple(x.shape), channels_last, x.element_size(), sm_count(x.device), _FWD_PROGRAMS_PER_SM,
                  _MAX_PARTIALS, tile, split)
     if out is None:
         loss = torch.empty((), dtype=acc, device=x.device)
@@ -474,7 +456,7 @@ def bn_stats_loss_forward(
         x, partials, n, c, h * w, sn, sc, ss,
         plan["units"], plan["units_per_prog"], plan["s_blocks"],
         CHANNELS_LAST=channels_last, UNIFORM=plan["uniform"], BLOCK_R=plan["block_r"], BLOCK_K=plan["block_k"],
-        ACC=_TL_ACC[acc], num_warps=_NUM_WARPS,
+        ACC=tl_dtype(acc), num_warps=_NUM_WARPS,
     )
     has_w_ptr = ema_weight is not None
     w_arg = ema_weight if has_w_ptr else loss  # loss: an unused placeholder pointer
@@ -485,7 +467,7 @@ def bn_stats_loss_forward(
     _bn_stats_loss_fin_kernel[(1,)](
         partials, running_mean, running_var, ema_mean, ema_var, w_arg, float(ema_weight_value),
         loss, mean, var, aux, c, plan["split"],
-        HAS_W_PTR=has_w_ptr, BLOCK_SP=block_sp, BLOCK_C=block_c, ACC=_TL_ACC[acc], num_warps=_NUM_WARPS,
+        HAS_W_PTR=has_w_ptr, BLOCK_SP=block_sp, BLOCK_C=block_c, ACC=tl_dtype(acc), num_warps=_NUM_WARPS,
     )
     return loss, mean, var, aux
 
@@ -518,13 +500,13 @@ def bn_stats_loss_backward(
     if grad_loss.device != x.device:
         grad_loss = grad_loss.to(x.device)
     n, _, h, w = x_view.shape
-    acc = _acc_dtype(x_view.dtype)
-    plan = _plan(tuple(x_view.shape), channels_last, x_view.element_size(), _sm_count(x_view.device),
+    acc = acc_dtype(x_view)
+    plan = _plan(tuple(x_view.shape), channels_last, x_view.element_size(), sm_count(x_view.device),
                  _BWD_PROGRAMS_PER_SM, None, tile or _BWD_TILE[x_view.element_size()], split)
     _bn_stats_loss_bwd_kernel[(plan["groups"], plan["split"])](
         x_view, dx, grad_loss, mean, aux, n, c, h * w, sn, sc, ss,
         plan["units"], plan["units_per_prog"], plan["s_blocks"],
-        CHANNELS_LAST=channels_last, BLOCK_R=plan["block_r"], BLOCK_K=plan["block_k"], ACC=_TL_ACC[acc],
+        CHANNELS_LAST=channels_last, BLOCK_R=plan["block_r"], BLOCK_K=plan["block_k"], ACC=tl_dtype(acc),
         num_warps=_NUM_WARPS,
     )
     return dx
@@ -549,7 +531,7 @@ def _bn_stats_loss_op(
 @_bn_stats_loss_op.register_fake
 def _bn_stats_loss_fake(x, running_mean, running_var, ema_mean, ema_var, ema_weight, ema_weight_value):
     c = x.shape[1]
-    acc = _acc_dtype(x.dtype)
+    acc = acc_dtype(x)
     return (x.new_empty((), dtype=acc), x.new_empty((c,), dtype=acc), x.new_empty((c,), dtype=acc),
             x.new_empty((2 * c + 2,), dtype=acc))
 

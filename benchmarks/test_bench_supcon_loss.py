@@ -1,4 +1,4 @@
-"""supcon (CNCL) forward + backward: eager reference, torch.compile of the reference, and the fused op.
+"""supcon_loss (CNCL) forward + backward: eager reference, torch.compile of the reference, and the fused op.
 
 Shapes of the real runs: z [512, 128] (a student batch through the 128-d projection head) and [4096, 128]
 (a large contrastive batch), fp32, L2-normalised rows, 100 classes (several noise variants per class).
@@ -8,7 +8,7 @@ FLOP floor of one forward + backward: the similarity matrix ``2 * B^2 * d`` and 
 backward instead of storing B x B: ``6 * B^2 * d`` executed). Bytes floor: ``2 * B * d * 4 + 8 * B`` (read z,
 write dz). ``extra_info`` records both floors and the TFLOP/s the FLOP floor implies at the median.
 
-Run: ``pytest benchmarks/test_bench_supcon.py --benchmark-only``. The fused case needs CUDA.
+Run: ``pytest benchmarks/test_bench_supcon_loss.py --benchmark-only``. The fused case needs CUDA.
 """
 
 import pytest
@@ -31,9 +31,9 @@ def _loss_fn(backend):
         return supcon_loss
     if backend == "compiled":
         return torch.compile(supcon_loss, dynamic=False)
-    from fastcae.kernels.supcon import supcon
+    from fastcae.kernels.supcon_loss import supcon_loss
 
-    return supcon
+    return supcon_loss
 
 
 @pytest.mark.parametrize("backend", BACKENDS)
@@ -50,7 +50,7 @@ def test_supcon_fwd_bwd(benchmark, shape, backend):
         sync()
         return dz
 
-    benchmark.group = f"supcon {B}x{d}"
+    benchmark.group = f"supcon_loss {B}x{d}"
     benchmark.pedantic(fwd_bwd, rounds=ROUNDS, iterations=ITERATIONS, warmup_rounds=WARMUP)
     flops = 4 * B * B * d
     benchmark.extra_info.update(

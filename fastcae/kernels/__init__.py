@@ -1,0 +1,19 @@
+"""Fused Triton kernels for the DFKD hot path: one module per op, named as ``fastcae.ops`` names the op.
+
+- ``logit_loss``: ``ops.logit_loss`` (KD at temperature T + the masked adversarial KL + the teacher's CE, one
+  pass over the logits); reference ``fastcae.losses.logit_loss``.
+- ``bn_stats_loss``: ``ops.bn_stats_loss`` (one teacher BN layer's statistics loss, one read of its input);
+  reference ``fastcae.losses.bn_stats_loss``.
+- ``supcon_loss``: ``ops.supcon_loss`` (CNCL's supervised-contrastive loss without the B x B similarity
+  matrix); reference ``fastcae.losses.supcon_loss``.
+- ``cend_linear``: ``ops.cend_linear`` (the ``cae`` generator's CEND front: gather + counter noise + diffuse +
+  BatchNorm1d + first Linear); reference ``fastcae.cend.cend_linear_reference``.
+
+and two that are not ops: ``shared`` (what every kernel module takes from one place: the interpreter flag,
+SM counts, accumulation dtypes, the dtype and device checks and their exception, round-to-nearest division
+and square root) and ``check`` (``python -m fastcae.kernels.check``: every kernel compiled ahead of time for a
+GPU target, no GPU needed).
+
+``fastcae.ops`` is the seam that routes a call to a kernel or to its reference; it imports these modules
+lazily (Triton may be absent), by the op's name. Importing this package itself needs no Triton.
+"""
