@@ -51,6 +51,7 @@ MIN_WARMUP_STEPS = 40  # generator steps below which synthesis has not started t
 WARMUP_STEPS_WANTED = 150
 MIN_EPOCH_STEPS = 10  # student steps per epoch, at least
 MAX_EPOCH_STEPS = 400  # NAYER's epoch length; longer budgets get more epochs
+STUDENT_STEPS_WANTED = 2000  # student batch: the largest that still gets this many steps in the budget
 SAFETY = 0.9  # share of the remaining time planned (timing noise, evaluation, the final epoch's overrun)
 # A few timed steps before the run can be 10-20% off, and other work on the machine changes the speed: the
 # first post-warm-up epoch times its own student steps and re-sizes every post-warm-up epoch (itself
@@ -200,7 +201,7 @@ def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, em
     of memory is dropped (halved, down to 16), and the note says so."""
     from .bn_hooks import BNStatsLoss
     from .paradigms import create_synthesizer
-    from .steps import StepContext, contrastive_parts, make_augment, student_step
+    from .steps import StepContext, Steps, contrastive_parts, make_augment
 
     device = torch.device(device)
     # one size on a CPU (a step's cost is close to proportional to the batch there); two on a GPU, where a
@@ -218,12 +219,13 @@ def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, em
         bn = BNStatsLoss(teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None
         head, tap = contrastive_parts(probe_student, cfg, image_shape, device)  # the student step as it will run
         ctx = StepContext(teacher, probe_student, head, augment, bn, tap)
+        plain = Steps(ctx, cfg.replace(compile=False), device)  # the run's steps, eager: nothing compiles here
         warm, adv, stud = {}, {}, {}
         for batch in synth_batches:
             while batch >= 16:
                 try:
                     probe = cfg.replace(synth_batch_size=batch, g_steps=1, compile=False)
-                    synth = create_synthesizer(probe, embeddings, image_shape, device, ctx, None)
+                    synth = create_synthesizer(probe, embeddings, image_shape, device, plain)
                     for table, weight in ((warm, 0.0), (adv, cfg.adv_weight or 1.0)):
                         synth.synthesize(weight)  # untimed: first-call allocation and lazy initialisation
                         _sync(device)
@@ -246,16 +248,15 @@ def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, em
             raise RuntimeError("could not run a single synthesis step even at batch 16 (out of memory)")
         params = list(probe_student.parameters()) + (list(head.parameters()) if head is not None else [])
         opt = torch.optim.SGD(params, lr=1e-3, momentum=cfg.momentum)
-        plain = cfg.replace(compile=False)
         for batch in student_batches:
             try:
                 images = torch.rand(batch, *image_shape, device=device)
                 labels = torch.arange(batch, device=device) % embeddings.shape[0]
-                student_step(ctx, opt, images, labels, plain)
+                plain.student_step(opt, images, labels)
                 _sync(device)
                 t0 = time.perf_counter()
                 for _ in range(repeats):
-                    student_step(ctx, opt, images, labels, plain)
+                    plain.student_step(opt, images, labels)
                 _sync(device)
                 stud[batch] = (time.perf_counter() - t0) / repeats
             except RuntimeError as err:
@@ -349,7 +350,7 @@ def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead:
     student_fits = [b for b in STUDENT_BATCHES if b <= limit] or [min(costs.student)]
     bs = student_fits[-1]
     for candidate in student_fits:
-        if student_time(epochs_post, synth_batches) / costs.at(costs.student, candidate) >= 2000:
+        if student_time(epochs_post, synth_batches) / costs.at(costs.student, candidate) >= STUDENT_STEPS_WANTED:
             bs = candidate
             break
     step_cost = costs.at(costs.student, bs)
