@@ -11,6 +11,7 @@ import platform
 import pytest
 import torch
 
+from fastcae.utils import versions
 from scales import DEVICE  # benchmarks/ is on sys.path (rootdir conftest)
 
 # On CPU, Triton kernels only run through the interpreter (slow, not a performance path): the fused cases
@@ -38,16 +39,9 @@ def device():
 
 
 def pytest_benchmark_update_machine_info(config, machine_info):
-    try:
-        import triton
-
-        triton_version = triton.__version__
-    except ImportError:
-        triton_version = "absent"
-    machine_info["torch"] = torch.__version__
-    machine_info["triton"] = triton_version
+    machine_info.update(versions("triton"))  # python, torch, fastcae, triton
+    machine_info["triton"] = machine_info["triton"] or "absent"
     machine_info["cuda_device"] = torch.cuda.get_device_name(0) if torch.cuda.is_available() else "none"
     machine_info["date"] = datetime.date.today().isoformat()
     machine_info["cpu_threads"] = torch.get_num_threads()
-    machine_info["python"] = platform.python_version()
     machine_info["hostname_hint"] = os.environ.get("FASTCAE_MACHINE", platform.node())

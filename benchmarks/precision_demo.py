@@ -12,14 +12,13 @@ from __future__ import annotations
 import argparse
 import datetime
 import json
-import platform
 import sys
 import tempfile
 
 import torch
 
-from fastcae import __version__
 from fastcae.demo import run_demo
+from fastcae.utils import versions
 
 
 def main(argv=None) -> int:
@@ -39,8 +38,7 @@ def main(argv=None) -> int:
         print(f"{precision}: student {100 * s['student_accuracy']:.1f}% in {s['distill_seconds']:.0f} s "
               f"({s['epochs_run']} epochs)", flush=True)
     gap = 100 * abs(runs["bf16"]["student_accuracy"] - runs["fp32"]["student_accuracy"])
-    record = {"machine": {"date": datetime.date.today().isoformat(), "python": platform.python_version(),
-                          "torch": torch.__version__, "fastcae": __version__, "threads": torch.get_num_threads(),
+    record = {"machine": {"date": datetime.date.today().isoformat(), **versions(), "threads": torch.get_num_threads(),
                           "device": args.device or ("cuda" if torch.cuda.is_available() else "cpu")},
               "seed": args.seed, "runs": runs, "gap_points": gap}
     print(f"bf16 vs fp32: {gap:.2f} points apart ({'within' if gap < 1 else 'NOT within'} 1 point)")

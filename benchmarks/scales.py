@@ -25,7 +25,7 @@ from fastcae import ops
 from fastcae.config import make_config
 from fastcae.loop import DistillRun
 from fastcae.models import create_model
-from fastcae.presets import DATASETS
+from fastcae.datasets import DATASETS
 
 
 # The benchmarks' device (benchmarks/conftest.py takes it from here): defined here, not in the conftest, so

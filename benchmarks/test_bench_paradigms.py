@@ -23,7 +23,8 @@ from scales import SCALE, backend_params, build_run, kernels_for
 
 from fastcae import distill
 from fastcae.config import DEFAULT_G_STEPS, PRESETS
-from fastcae.data import DIGIT_NAMES, load_digits
+from fastcae.data import load_digits
+from fastcae.datasets import DIGIT_NAMES
 from fastcae.demo import digits_teacher
 from fastcae.embeddings import EncoderUnavailable, class_embeddings
 from fastcae.models import create_model

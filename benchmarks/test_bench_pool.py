@@ -27,10 +27,11 @@ from prior_design import PNGPool
 
 from fastcae.augment import Augment
 from fastcae.pool import SyntheticPool
+from fastcae.datasets import DATASETS
 
 IMAGE_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10
-MEAN, STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
+MEAN, STD = DATASETS["cifar10"].mean, DATASETS["cifar10"].std
 PADDING = 4
 # CPU: a small pool and few rounds, to keep this file's CPU run short (the timings there are only a sanity check).
 N_IMAGES, BATCH, ROUNDS = (20_000, 512, 10) if DEVICE == "cuda" else (2_048, 256, 3)

@@ -1,9 +1,9 @@
 """The two steps of the loop, per paradigm and backend: one generator step, one student step.
 
-Generator step (``fastcae.steps.generator_step``): generator -> augment -> teacher with BN hooks [+ student
+Generator step (``fastcae.steps.Steps.generator_step``): generator -> augment -> teacher with BN hooks [+ student
 for the adversarial term] -> losses -> backward -> Adam, at the synthesis batch. The body is the same for
 every paradigm; the inputs differ (CEND + fused front for ``cae``, K-to-1 noisy layers for ``nayer``, a
-latent plus the meta-gradient accumulation for ``fast``). Student step (``student_step``): augment -> teacher
+latent plus the meta-gradient accumulation for ``fast``). Student step (``Steps.student_step``): augment -> teacher
 (no grad) -> student + projection head -> KD + CNCL -> backward -> SGD, at the student batch.
 
 Backends (``benchmarks/scales.py``): eager reference ops; fused kernels; torch.compile (inductor); compiled
@@ -19,7 +19,6 @@ import torch
 from conftest import DEVICE, sync
 from scales import SCALE, backend_params, build_run, kernels_for
 
-from fastcae.steps import generator_step, student_step
 
 PARADIGMS = ["cae", "nayer", "fast"]
 ROUNDS = 30 if DEVICE == "cuda" else 5
@@ -49,13 +48,12 @@ def test_generator_step(benchmark, paradigm, backend):
         adv = run.cfg.adv_weight  # past warm-up: the student's forward is part of the step
 
         def step():
-            generator_step(generator, optimizer, run.ctx, synth.targets, synth.sources, run.cfg, adv,
-                           after_backward, run.compiled)
+            run.steps.generator_step(generator, optimizer, synth.targets, synth.sources, adv, after_backward)
             sync()
 
         benchmark.group = f"generator step {SCALE.name}"
         benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=_warmup(backend), iterations=1)
-    assert run.effective_compile_mode == ("eager" if run.compiled is None else run.compile_mode)
+    assert run.effective_compile_mode == (run.steps.mode if run.steps.compiled else "eager")
     _record(benchmark, SCALE.synth_batch, paradigm=paradigm, backend=backend, compile=run.effective_compile_mode)
 
 
@@ -68,11 +66,11 @@ def test_student_step(benchmark, backend):
         labels = torch.randint(0, SCALE.num_classes, (SCALE.student_batch,), device=DEVICE)
 
         def step():
-            student_step(run.ctx, run.optimizer, images, labels, run.cfg, run.compiled)
+            run.steps.student_step(run.optimizer, images, labels)
             sync()
 
         benchmark.group = f"student step {SCALE.name}"
         benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=_warmup(backend), iterations=1)
-    assert run.effective_compile_mode == ("eager" if run.compiled is None else run.compile_mode)
+    assert run.effective_compile_mode == (run.steps.mode if run.steps.compiled else "eager")
     _record(benchmark, SCALE.student_batch, backend=backend, compile=run.effective_compile_mode,
             teacher=SCALE.teacher, student=SCALE.student)

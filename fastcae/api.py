@@ -22,11 +22,13 @@ from . import ops
 from .bn_hooks import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .embeddings import class_embeddings
-from .loop import DistillRun, EvalSet, freeze
+from .loop import DistillRun, EvalSet, freeze, train
 from .plan import describe_estimate, explicit_schedule, measure_costs, plan_schedule, synthesis_defaults
 from .pool import SyntheticPool
+from .datasets import DATASETS
+from .presets import get_preset, is_pair_preset
 from .steps import resolve_precision
-from .presets import DATASETS, get_preset, is_pair_preset
+from .utils import eval_mode
 
 # Without a pair preset, distill assumes CIFAR-10-like input unless told otherwise (the historical default).
 DEFAULT_IMAGE_SHAPE = DATASETS["cifar10"].image_shape
@@ -89,15 +91,12 @@ def _check_norm(name: str, values, channels: int) -> tuple[float, ...]:
 @torch.no_grad()
 def _probe_classifier(model: nn.Module, role: str, image_shape, device) -> int:
     """Run ``model`` on two blank images; return its output width or explain why it cannot be used."""
-    was_training = model.training
-    model.eval()
-    try:
-        out = model(torch.zeros(2, *image_shape, device=device))
-    except Exception as err:  # noqa: BLE001 (re-raised with the user's context)
-        raise ValueError(f"the {role} cannot take images of shape {tuple(image_shape)}: "
-                         f"{type(err).__name__}: {err}") from err
-    finally:
-        model.train(was_training)
+    with eval_mode(model):
+        try:
+            out = model(torch.zeros(2, *image_shape, device=device))
+        except Exception as err:  # noqa: BLE001 (re-raised with the user's context)
+            raise ValueError(f"the {role} cannot take images of shape {tuple(image_shape)}: "
+                             f"{type(err).__name__}: {err}") from err
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:
         shape = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
         raise ValueError(f"the {role} must return logits [batch, num_classes]; it returned {shape}")
@@ -157,7 +156,7 @@ def distill(
         image_shape, mean, std: what the teacher was trained on (images in [0, 1], then normalised). Left
             out, they come from a pair preset, else CIFAR-10's (3, 32, 32) and mean/std.
         preset: named defaults: a config-only preset (``fastcae.config.PRESETS``) or a teacher -> student
-            pair (``fastcae.presets.list_presets()``), which also supplies class names, image shape and
+            pair (``fastcae.presets.list_pair_presets()``), which also supplies class names, image shape and
             mean/std, and checks the teacher's output width; ``config``: a full ``DistillConfig``.
         eval_data: optional labelled set, ``(images in [0, 1], labels)``, scored after each epoch.
         checkpoint_dir: save after each epoch there, atomically; resume from it if it holds a checkpoint.
@@ -166,7 +165,7 @@ def distill(
         text_encoder: a name ("auto", "clip", "minilm", "sentence-transformers:<model>", "random"), an encoder
             object, or a ``[num_classes, dim]`` tensor of your own embeddings.
         **options: any ``DistillConfig`` field, e.g. ``paradigm="nayer"``, ``epochs=200``, ``flip=False``,
-            ``device="cuda"``, ``seed=1``, ``compile=True`` (``fastcae.compiled``: torch.compile the steps, under
+            ``device="cuda"``, ``seed=1``, ``compile=True`` (``fastcae.steps``: torch.compile the steps, under
             CUDA graphs on a GPU, the default there; eager on CPU unless asked).
     """
     started = time.perf_counter()  # the budget counts from here: step-cost measurement included
@@ -204,7 +203,7 @@ def distill(
         if width != pair.num_classes:
             raise ValueError(f"preset {pair.name!r} is for {pair.dataset.name} with {pair.num_classes} classes but "
                              f"the teacher outputs {width}: use the preset of the dataset the teacher was trained on "
-                             f"(fastcae.presets.list_presets())")
+                             f"(fastcae.presets.list_pair_presets())")
         if class_names is None:
             class_names = pair.prompt_names
     if class_names is not None:
@@ -234,10 +233,6 @@ def distill(
     torch.manual_seed(cfg.seed)
     ops.reset_report()  # the result says which ops this run ran fused
     run = DistillRun(cfg, teacher, student, embeddings, image_shape, mean, std, device, evalset)
-    if checkpoint_dir is not None:
-        payload = ckpt.load(checkpoint_dir, cfg, device=device)
-        if payload is not None:
-            run.load_state_dict(payload["state"])
     if profile is not None:
         from .profiling import profile_session
 
@@ -246,7 +241,7 @@ def distill(
         with profile_session(profile, device_index=device.index or 0, meta=meta) as recorder:
             run.recorder = recorder
             try:
-                _run_epochs(run, checkpoint_dir, started)
+                train(run, checkpoint_dir, started)
             finally:
                 meta["compile_mode"] = run.effective_compile_mode
                 meta["kernels"] = ops.kernel_report()
@@ -255,7 +250,7 @@ def distill(
                                   for h in run.history]
         run.recorder = None
     else:
-        _run_epochs(run, checkpoint_dir, started)
+        train(run, checkpoint_dir, started)
 
     student.eval()
     for p in student.parameters():
@@ -302,42 +297,3 @@ def _schedule(cfg: DistillConfig, planned: bool, explicit: bool, given: set[str]
         return cfg
     _say(cfg, describe_estimate(cfg, costs, overhead=spent).describe())
     return cfg
-
-
-def _run_epochs(run: DistillRun, checkpoint_dir, started: float | None = None) -> None:
-    """The outer loop: epochs with a progress bar, a wall-time budget and checkpoints."""
-    cfg = run.cfg  # the epochs and checkpoint cadence; run.cfg itself may be revised after the warm-up
-    start = time.perf_counter() if started is None else started
-    deadline = None if cfg.max_seconds is None else start + max(cfg.max_seconds - run.elapsed, 0.0)
-    bar = None
-    if cfg.progress:
-        from tqdm.auto import tqdm
-
-        bar = tqdm(total=cfg.epochs, initial=run.epoch, desc=f"fastcae {cfg.paradigm}", unit="epoch",
-                   dynamic_ncols=True)
-        if run.compiled is not None:  # the first epoch includes the compiles: say so rather than look stuck
-            bar.set_postfix_str(f"compiling the steps ({run.compile_mode})")
-    try:
-        while run.epoch < cfg.epochs:
-            record = run.run_epoch(deadline)
-            if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs):
-                ckpt.save(checkpoint_dir, run.state_dict(), run.cfg)
-            if bar is not None and "plan_revised" in record:
-                bar.write(f"fastcae plan: {record['plan_revised']}")
-            if bar is not None:
-                post = {"imgs": record["images_synthesized"], "bn": f"{record.get('g_bn', 0.0):.2f}"}
-                if "agreement" in record:
-                    post["agree"] = f"{100 * record['agreement']:.0f}%"
-                if "kd" in record:
-                    post["kd"] = f"{record['kd']:.3f}"
-                if record.get("accuracy") is not None:
-                    post["acc"] = f"{100 * record['accuracy']:.1f}%"
-                bar.set_postfix(post)
-                bar.update(1)
-            if deadline is not None and time.perf_counter() > deadline:
-                if checkpoint_dir is not None and run.epoch % cfg.checkpoint_every != 0:
-                    ckpt.save(checkpoint_dir, run.state_dict(), run.cfg)
-                break
-    finally:
-        if bar is not None:
-            bar.close()

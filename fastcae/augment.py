@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from .utils import channel_tensor, normalize
+
 
 def random_crop(x: Tensor, padding: int) -> Tensor:
     """Zero-pad by ``padding`` and take a random ``H x W`` window per sample (torchvision's RandomCrop)."""
@@ -35,8 +37,7 @@ class Augment:
     """``images in [0, 1] -> crop/flip (when training) -> (x - mean) / std``, the teacher's input."""
 
     def __init__(self, mean, std, padding: int = 4, flip: bool = True):
-        self.mean = torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1)
-        self.std = torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1)
+        self.mean, self.std = channel_tensor(mean), channel_tensor(std)
         self.padding = padding
         self.flip = flip
 
@@ -45,7 +46,7 @@ class Augment:
         return self
 
     def normalize(self, x: Tensor) -> Tensor:
-        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+        return normalize(x, self.mean, self.std)
 
     def __call__(self, x: Tensor) -> Tensor:
         x = random_crop(x, self.padding)

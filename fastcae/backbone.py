@@ -25,6 +25,7 @@ from torch import Tensor, nn
 
 from .models.cifar import VGG, ResNet, WideResNet
 from .models.small import SmallConvNet
+from .utils import eval_mode
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d:
@@ -157,7 +158,7 @@ class FeatureBackbone(nn.Module):
         stages = _family_stages(model)
         if stages is None:
             try:
-                with _frozen_eval(model):
+                with eval_mode(model), torch.no_grad():
                     names = _discover_by_resolution(model, example)
             except RuntimeError as err:
                 raise ValueError(f"{type(model).__name__} cannot take {example_size}x{example_size} inputs: "
@@ -171,7 +172,7 @@ class FeatureBackbone(nn.Module):
             self.stage_names = names
             self.hooked = _HookedStages(model, self.stage_names)
         try:
-            with _frozen_eval(model):
+            with eval_mode(model), torch.no_grad():
                 maps = self._maps(example, len(self.stage_names) - 1)
         except RuntimeError as err:
             raise ValueError(f"{type(model).__name__} cannot take {example_size}x{example_size} inputs "
@@ -217,24 +218,6 @@ class FeatureBackbone(nn.Module):
     def forward(self, x: Tensor) -> "OrderedDict[str, Tensor]":
         maps = self._maps(x, self.return_indices[-1])  # stops after the deepest map asked for
         return OrderedDict((k, maps[i]) for i, k in zip(self.return_indices, self.return_keys))
-
-
-class _frozen_eval:
-    """Eval mode and no grad for a measuring pass; every submodule's training flag is restored."""
-
-    def __init__(self, model: nn.Module):
-        self.model = model
-
-    def __enter__(self):
-        self.modes = [(m, m.training) for m in self.model.modules()]
-        self.no_grad = torch.no_grad()
-        self.no_grad.__enter__()
-        self.model.eval()
-
-    def __exit__(self, *exc):
-        self.no_grad.__exit__(*exc)
-        for m, training in self.modes:
-            m.training = training
 
 
 # --------------------------------------------------------------------------------------- dense models

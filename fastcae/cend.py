@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-NOISE_SOURCES = ("gaussian", "uniform", "laplace", "rademacher")
+from .config import NOISE_SOURCES, check_noise_sources
 
 
 def balanced_targets(batch_size: int, num_classes: int, device=None) -> Tensor:
@@ -40,9 +40,7 @@ def canonical_sources(names) -> Tensor:
     Source ids that travel with samples are always canonical (0 gaussian ... 3 rademacher), whichever subset
     is configured, so the transform (here and in the kernel) and the pool agree on what an id means.
     """
-    unknown = [n for n in names if n not in NOISE_SOURCES]
-    if unknown:
-        raise ValueError(f"unknown noise sources {unknown}; known: {', '.join(NOISE_SOURCES)}")
+    check_noise_sources(names)
     return torch.tensor([NOISE_SOURCES.index(n) for n in names], dtype=torch.int64)
 
 

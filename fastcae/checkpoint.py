@@ -1,16 +1,21 @@
-"""Atomic, validated, resumable checkpoints.
+"""Atomic, validated, resumable checkpoints; the random state they carry; safe loading of model weights.
 
 ``save`` writes to a temporary file in the same directory, flushes it to disk and renames it over
 ``checkpoint.pt`` (a rename is atomic), after moving the previous checkpoint to ``checkpoint.prev.pt``: a
 crash mid-write never leaves a half-written file in place, and the last good state is always kept.
 ``load`` reads with ``weights_only=True`` (a checkpoint is data, never code), checks the format and that it
 was written by a compatible configuration, and names the problem when it cannot be used.
+
+``read_payload`` (the weights-only read and format check), ``rng_state`` / ``set_rng_state`` (what a resumed
+run needs to draw the same random numbers) and ``load_weights`` (a user's teacher or student weights, never
+unpickling code) serve the distillation checkpoints here, the teacher recipe's and the CLI alike.
 """
 
 from __future__ import annotations
 
 import os
 import pickle
+import random
 import warnings
 import zipfile
 from pathlib import Path
@@ -34,8 +39,7 @@ def save(directory, state: dict, cfg: DistillConfig, extra: dict | None = None) 
     """Write ``state`` atomically as ``directory/checkpoint.pt``; the old one becomes ``checkpoint.prev.pt``."""
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    payload = {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "fingerprint": cfg.fingerprint(),
-               "state": state, "extra": extra or {}}
+    payload = {"format": FORMAT, "version": VERSION, "config": cfg.to_dict(), "state": state, "extra": extra or {}}
     latest = directory / LATEST
     # keep the last good checkpoint: load() falls back to it if the new one is missing or unreadable
     if latest.exists():
@@ -44,13 +48,27 @@ def save(directory, state: dict, cfg: DistillConfig, extra: dict | None = None) 
     return directory / LATEST
 
 
-def _read(path: Path, device) -> dict:
+# What torch.load raises on a damaged, truncated or foreign file.
+READ_ERRORS = (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError)
+
+
+def read_payload(path, fmt: str, device="cpu", *, what: str = "checkpoint", error: type = CheckpointError,
+                 corrupt_hint: str = "", foreign_hint: str = "") -> dict:
+    """The dict saved at ``path`` by fastcae with ``"format": fmt``, read with ``weights_only=True``.
+
+    A file torch cannot read raises ``error`` ("<what> <path> is corrupt or truncated ...<corrupt_hint>"), one
+    that is not such a dict raises ``error`` ("<path> is not a fastcae <what><foreign_hint>")."""
     try:
         payload = torch.load(path, map_location=device, weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as err:
-        raise CheckpointError(f"checkpoint {path} is corrupt or truncated and cannot be read ({err})") from err
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise CheckpointError(f"{path} is not a fastcae checkpoint")
+    except READ_ERRORS as err:
+        raise error(f"{what} {path} is corrupt or truncated and cannot be read ({err}){corrupt_hint}") from err
+    if not isinstance(payload, dict) or payload.get("format") != fmt:
+        raise error(f"{path} is not a fastcae {what}{foreign_hint}")
+    return payload
+
+
+def _read(path: Path, device) -> dict:
+    payload = read_payload(path, FORMAT, device)
     if payload.get("version") != VERSION:
         raise CheckpointError(f"{path} has checkpoint format version {payload.get('version')}; this fastcae "
                               f"reads version {VERSION}")
@@ -108,3 +126,100 @@ def load(directory, cfg: DistillConfig, device="cpu") -> dict | None:
         used = previous
     check_compatible(payload, cfg, used)
     return payload
+
+
+# ------------------------------------------------------------------------------------------ random state
+def rng_state() -> dict:
+    """The random state a resumed run needs to continue bit-identically: torch's CPU generator, Python's
+    ``random`` and, where CUDA is available, every CUDA device's generator. Saved with ``torch.save`` and read
+    back with ``weights_only=True`` (tensors and a list of ints)."""
+    state = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict, device=None) -> None:
+    """Restore what ``rng_state`` captured. Also reads the teacher checkpoints of earlier fastcae versions
+    (``{"cpu": ..., "cuda": <one device's state>}``; ``device``: the device that state belongs to)."""
+    torch.set_rng_state((state["torch"] if "torch" in state else state["cpu"]).cpu())
+    if "python" in state:
+        random.setstate((3, tuple(state["python"]), None))
+    cuda = state.get("cuda")
+    if cuda is not None and torch.cuda.is_available():
+        if isinstance(cuda, torch.Tensor):  # one device's state (an earlier teacher checkpoint)
+            torch.cuda.set_rng_state(cuda.cpu(), device if device is not None else "cuda")
+        else:
+            torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
+
+
+# ---------------------------------------------------------------------------------- a user's model weights
+def _safe_model_classes() -> dict[str, type]:
+    """``"module.QualName" -> class`` of fastcae's zoo models and torch.nn's layers: the only classes fastcae
+    lets ``torch.load`` rebuild from a pickled whole model (rebuilding one runs no code beyond setting state)."""
+    from . import models
+    from .models import cifar, features, small
+
+    classes = {}
+    candidates = [obj for mod in (cifar, small, features, models) for obj in vars(mod).values()]
+    candidates += [getattr(torch.nn, name) for name in dir(torch.nn)]
+    for obj in candidates:
+        if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and (
+            obj.__module__.startswith("fastcae.models.") or obj.__module__.startswith("torch.nn.modules.")
+        ):
+            classes[f"{obj.__module__}.{obj.__qualname__}"] = obj
+    return classes
+
+
+def _load_pickled_model(path: Path, first_error: Exception):
+    """A whole model saved with ``torch.save(model)``: rebuilt only if every class it names is a fastcae zoo
+    model or a torch.nn layer; anything else is refused without unpickling it."""
+    resave = ("fastcae will not unpickle code from a checkpoint; where that model's code is trusted, re-save "
+              "its weights with torch.save(model.state_dict(), 'teacher.pt') and pass that file")
+    try:
+        needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 (not a torch zip file at all)
+        raise ValueError(f"{path} cannot be read as a weights-only checkpoint ({first_error}); save the model's "
+                         f"state_dict() rather than the whole pickled model") from first_error
+    allowed = _safe_model_classes()
+    refused = sorted(name for name in needed if name not in allowed)
+    if refused:
+        raise ValueError(f"{path} holds a pickled object that needs {', '.join(refused)}: {resave}") from first_error
+    with torch.serialization.safe_globals([allowed[name] for name in needed]):
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(obj, torch.nn.Module):
+        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or a model")
+    return obj.state_dict()
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    """Load a state dict (``.pt``/``.pth`` via ``weights_only=True``, or ``.safetensors``) into ``model``.
+
+    Accepts a bare state dict or one nested under "state_dict", "model" or "student", or a whole fastcae zoo
+    model saved with ``torch.save(model)`` (rebuilt from an allow-list of classes); never unpickles code.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"no checkpoint at {path}")
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        state = load_file(str(path))
+    else:
+        try:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as err:  # noqa: BLE001
+            state = _load_pickled_model(path, err)
+        if isinstance(state, torch.nn.Module):  # a zoo model nested in a dict, or allow-listed by the caller
+            state = state.state_dict()
+    for key in ("state_dict", "model", "student"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+    if not isinstance(state, dict):
+        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
+    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel checkpoints
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"the weights in {path} do not fit the {type(model).__name__} architecture: {err}") from err
+    return model

@@ -11,80 +11,11 @@ from pathlib import Path
 
 import torch
 
-from .config import PRESETS, DistillConfig
-from .presets import DATASETS, PAIR_PRESETS, format_presets_table, get_preset
+from .checkpoint import load_weights
+from .config import DistillConfig
+from .datasets import DATASETS
+from .presets import PAIR_PRESETS, format_presets_table, get_preset, list_presets
 from .teacher import TeacherCheckpointError
-
-
-def _safe_model_classes() -> dict[str, type]:
-    """``"module.QualName" -> class`` of fastcae's zoo models and torch.nn's layers: the only classes fastcae
-    lets ``torch.load`` rebuild from a pickled whole model (rebuilding one runs no code beyond setting state)."""
-    from . import models
-    from .models import cifar, features, small
-
-    classes = {}
-    candidates = [obj for mod in (cifar, small, features, models) for obj in vars(mod).values()]
-    candidates += [getattr(torch.nn, name) for name in dir(torch.nn)]
-    for obj in candidates:
-        if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and (
-            obj.__module__.startswith("fastcae.models.") or obj.__module__.startswith("torch.nn.modules.")
-        ):
-            classes[f"{obj.__module__}.{obj.__qualname__}"] = obj
-    return classes
-
-
-def _load_pickled_model(path: Path, first_error: Exception):
-    """A whole model saved with ``torch.save(model)``: rebuilt only if every class it names is a fastcae zoo
-    model or a torch.nn layer; anything else is refused without unpickling it."""
-    resave = ("fastcae will not unpickle code from a checkpoint; where that model's code is trusted, re-save "
-              "its weights with torch.save(model.state_dict(), 'teacher.pt') and pass that file")
-    try:
-        needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # noqa: BLE001 (not a torch zip file at all)
-        raise ValueError(f"{path} cannot be read as a weights-only checkpoint ({first_error}); save the model's "
-                         f"state_dict() rather than the whole pickled model") from first_error
-    allowed = _safe_model_classes()
-    refused = sorted(name for name in needed if name not in allowed)
-    if refused:
-        raise ValueError(f"{path} holds a pickled object that needs {', '.join(refused)}: {resave}") from first_error
-    with torch.serialization.safe_globals([allowed[name] for name in needed]):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, torch.nn.Module):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or a model")
-    return obj.state_dict()
-
-
-def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load a state dict (``.pt``/``.pth`` via ``weights_only=True``, or ``.safetensors``) into ``model``.
-
-    Accepts a bare state dict or one nested under "state_dict", "model" or "student", or a whole fastcae zoo
-    model saved with ``torch.save(model)`` (rebuilt from an allow-list of classes); never unpickles code.
-    """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
-
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            state = _load_pickled_model(path, err)
-        if isinstance(state, torch.nn.Module):  # a zoo model nested in a dict, or allow-listed by the caller
-            state = state.state_dict()
-    for key in ("state_dict", "model", "student"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel checkpoints
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"the weights in {path} do not fit the {type(model).__name__} architecture: {err}") from err
-    return model
 
 
 def _floats(text: str) -> tuple[float, ...]:
@@ -119,7 +50,7 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--image-shape", default=None, help="C,H,W (default: the pair preset's, else 3,32,32)")
     p.add_argument("--mean", default=None, help="per-channel mean (default: the pair preset's, else CIFAR-10's)")
     p.add_argument("--std", default=None, help="per-channel std (default: the pair preset's, else CIFAR-10's)")
-    p.add_argument("--preset", default=None, choices=sorted(PRESETS) + sorted(PAIR_PRESETS),
+    p.add_argument("--preset", default=None, choices=list_presets(),
                    help="a config-only preset or a teacher-student pair (see fastcae presets)")
     p.add_argument("--list-presets", action="store_true", help="print the presets and their accuracies, then exit")
     p.add_argument("--out", default="fastcae-run", help="directory for checkpoints and the student")
@@ -163,7 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where the report goes (default: OUT/profile.json)")
     prof.add_argument("--budget", type=float, default=60.0, help="demo only: wall-time budget in seconds")
 
-    sub.add_parser("presets", help="list the teacher-student pair presets with published accuracies")
+    sub.add_parser("presets", help="list the presets: teacher-student pairs with published accuracies, and the "
+                                   "config-only schedules")
 
     tt = sub.add_parser("train-teacher", help="train a teacher on a torchvision dataset (resumable)",
                         description="Train a teacher with the CIFAR recipe: SGD (momentum 0.9, weight decay 5e-4), "

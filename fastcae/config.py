@@ -2,21 +2,62 @@
 
 Defaults follow NAYER's CIFAR-10 loop and loss weights (METHOD.md section 2) unless marked "decision"
 (METHOD.md section 5). Named presets are plain dicts of overrides, applied before the user's keywords.
+
+This is the bottom layer: it imports nothing else of fastcae. The names a field may take (paradigms, noise
+sources, pool policies and dtypes, compile modes, precisions) are defined here, once, and the modules that
+implement them import these lists.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
 from dataclasses import dataclass
 
-PARADIGMS = ("cae", "nayer", "fast")
+# ---------------------------------------------------------------------------------- the names of things
+PARADIGMS = ("cae", "nayer", "fast")  # fastcae.paradigms implements one synthesizer per name
+NOISE_SOURCES = ("gaussian", "uniform", "laplace", "rademacher")  # CEND's sources; an id is a position here
+POOL_POLICIES = ("fifo", "reservoir")  # fastcae.pool: what a full pool replaces
+POOL_DTYPES = ("uint8", "bfloat16")  # fastcae.pool: how the pool stores images (torch dtype names)
+COMPILE_MODES = ("eager", "inductor", "cudagraphs", "aot_eager")  # how the two steps run (torch.compile)
+PRECISIONS = ("fp32", "bf16")
+
+
+def check_noise_sources(names) -> None:
+    """Raise ``ValueError`` listing the known sources if ``names`` holds one that is not in ``NOISE_SOURCES``."""
+    unknown = [n for n in names if n not in NOISE_SOURCES]
+    if unknown:
+        raise ValueError(f"unknown noise sources {unknown}; known: {', '.join(NOISE_SOURCES)}")
+
+
+# ------------------------------------------------------------------------------- NAYER's published setting
+# NAYER's schedule per dataset (METHOD.md section 2), as DistillConfig overrides. g_steps is not in it: each
+# paradigm keeps its own default (cae: 10) and NAYER's per-dataset generator steps are in NAYER_G_STEPS,
+# applied only to the nayer paradigm.
+NAYER_SCHEDULES = {
+    "cifar10": dict(epochs=120, warmup_epochs=20, warmup_synth_batches=10, synth_batches=2, student_steps=400,
+                    synth_batch_size=400, student_batch_size=512, lr_s=0.2),
+    "cifar100": dict(epochs=220, warmup_epochs=20, warmup_synth_batches=10, synth_batches=2, student_steps=400,
+                     synth_batch_size=400, student_batch_size=512, lr_s=0.2),
+    "tinyimagenet": dict(epochs=320, warmup_epochs=20, warmup_synth_batches=10, synth_batches=4,
+                         student_steps=1000, synth_batch_size=200, student_batch_size=256, lr_s=0.1),
+}
+NAYER_G_STEPS = {"cifar10": 30, "cifar100": 40, "tinyimagenet": 60}  # METHOD.md section 2
+# NAYER's loss weights and student optimiser; equal to DistillConfig's defaults today, spelled out so a preset
+# keeps meaning NAYER's setting if a default changes.
+NAYER_LOSS = dict(bn_weight=10.0, bn_momentum=0.9, ce_weight=0.5, adv_weight=1.33, temperature=20.0, g_life=10,
+                  lr_g=4e-3, momentum=0.9, weight_decay=1e-4, lr_min=2e-4)
+
+
+def nayer_preset(dataset: str) -> tuple[dict, dict]:
+    """``(overrides, per-paradigm overrides)`` of NAYER's setting on ``dataset``: its schedule and loss weights
+    for every paradigm, its generator steps for ``nayer`` only."""
+    return {**NAYER_SCHEDULES[dataset], **NAYER_LOSS}, {"nayer": {"g_steps": NAYER_G_STEPS[dataset]}}
+
 
 # Generator steps per synthesis batch when ``g_steps`` is None. cae: decision (the paradigm change: the
 # generator persists, noise gives diversity, so few steps; the digits prototype found 10 far better than 30
-# on a budget). nayer: 30 (CIFAR-10). fast: k = 5 adaptation steps (Fast-DFKD's middle setting).
-DEFAULT_G_STEPS = {"cae": 10, "nayer": 30, "fast": 5}
+# on a budget). nayer: NAYER's CIFAR-10 setting. fast: k = 5 adaptation steps (Fast-DFKD's middle setting).
+DEFAULT_G_STEPS = {"cae": 10, "nayer": NAYER_G_STEPS["cifar10"], "fast": 5}
 
 
 @dataclass
@@ -46,7 +87,7 @@ class DistillConfig:
     lr_z: float = 0.01  # fast: Adam lr of z during adaptation
 
     # --- CEND (decision, METHOD.md 5.2) ---------------------------------------------------------------
-    noise_sources: tuple[str, ...] = ("gaussian", "uniform", "laplace", "rademacher")
+    noise_sources: tuple[str, ...] = NOISE_SOURCES
     noise_magnitudes: tuple = (1.0, 1.0, 1.0, 1.0)  # per source, relative to rms(e_off); floats or [dim] lists
     noise_magnitudes_end: tuple | None = None  # where a schedule ends; None: constant
     noise_schedule: str = "constant"  # "constant", "linear" or "cosine" over post-warm-up progress
@@ -91,7 +132,7 @@ class DistillConfig:
     eval_every: int = 1  # epochs between evaluations (when an eval set is given)
     checkpoint_every: int = 1  # epochs between checkpoints (when a checkpoint dir is given)
     progress: bool = True  # tqdm bar over epochs
-    # torch.compile the two steps (fastcae.compiled): None = auto (CUDA graphs on CUDA, eager on CPU, where
+    # torch.compile the two steps (fastcae.steps): None = auto (CUDA graphs on CUDA, eager on CPU, where
     # inductor's C++ builds take minutes); True = "cudagraphs" on CUDA, "inductor" on CPU; False = "eager";
     # or a mode name: "eager", "inductor", "cudagraphs", "aot_eager" (debugging)
     compile: bool | str | None = None
@@ -119,8 +160,6 @@ class DistillConfig:
 
     def validate(self) -> None:
         """Raise ``ValueError`` naming the first field that cannot work."""
-        from .cend import canonical_sources
-
         if self.paradigm not in PARADIGMS:
             raise ValueError(f"unknown paradigm {self.paradigm!r}; known paradigms: {', '.join(PARADIGMS)}")
         positive = ["epochs", "synth_batch_size", "student_batch_size", "g_life", "generator_width", "log_every"]
@@ -133,24 +172,22 @@ class DistillConfig:
             raise ValueError(f"g_steps must be positive, got {self.g_steps}")
         if not self.noise_sources:
             raise ValueError("noise_sources is empty: CEND needs at least one noise source")
-        canonical_sources(self.noise_sources)  # raises, listing the known sources, on an unknown name
+        check_noise_sources(self.noise_sources)
         if len(self.noise_magnitudes) != len(self.noise_sources):
             raise ValueError(
                 f"noise_magnitudes has {len(self.noise_magnitudes)} entries for "
                 f"{len(self.noise_sources)} noise sources: give one per source"
             )
-        if self.pool_policy not in ("fifo", "reservoir"):
-            raise ValueError(f"unknown pool_policy {self.pool_policy!r}; known: fifo, reservoir")
-        if self.precision not in (None, "fp32", "bf16"):
+        if self.pool_policy not in POOL_POLICIES:
+            raise ValueError(f"unknown pool_policy {self.pool_policy!r}; known: {', '.join(POOL_POLICIES)}")
+        if self.precision is not None and self.precision not in PRECISIONS:
             raise ValueError(f"precision={self.precision!r}; use 'bf16', 'fp32' or None (auto: bf16 on CUDA GPUs "
                              f"that support it)")
-        if self.pool_dtype not in ("uint8", "bfloat16"):
-            raise ValueError(f"unknown pool_dtype {self.pool_dtype!r}; known: uint8, bfloat16")
-        from .compiled import MODES
-
-        if self.compile not in (None, True, False) and self.compile not in MODES:
+        if self.pool_dtype not in POOL_DTYPES:
+            raise ValueError(f"unknown pool_dtype {self.pool_dtype!r}; known: {', '.join(POOL_DTYPES)}")
+        if self.compile not in (None, True, False) and self.compile not in COMPILE_MODES:
             raise ValueError(f"compile={self.compile!r} is not a compile mode; use True, False, None (auto) or "
-                             f"one of {', '.join(MODES)}")
+                             f"one of {', '.join(COMPILE_MODES)}")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be a positive number of seconds, got {self.max_seconds}")
         for name in ("bn_weight", "ce_weight", "adv_weight", "cncl_weight"):
@@ -175,12 +212,6 @@ class DistillConfig:
             raise TypeError(f"unknown distill options {unknown}; see fastcae.DistillConfig for the known ones")
         return dataclasses.replace(self, **overrides)
 
-    def fingerprint(self, fields: tuple[str, ...] = None) -> str:
-        """Hash of the fields that change what a checkpoint holds (resume refuses a mismatch)."""
-        keys = fields or RESUME_KEYS
-        blob = json.dumps({k: getattr(self, k) for k in keys}, sort_keys=True, default=str)
-        return hashlib.sha256(blob.encode()).hexdigest()[:16]
-
 
 # Fields whose change makes a checkpoint unusable (shapes of buffers, parameters and the pool).
 RESUME_KEYS = (
@@ -196,18 +227,12 @@ RESUME_KEYS = (
 )
 
 
-# Named config-only presets: overrides of the defaults, carrying the schedules of METHOD.md section 2 and the
-# small embedded demo. Paper-scale teacher -> student pairs (models, classes, normalisation, published
-# accuracies) live in ``fastcae.presets``; ``make_config`` accepts both kinds of name.
+# Named config-only presets: overrides of the defaults, carrying NAYER's schedules (METHOD.md section 2) and
+# the small embedded demo. Paper-scale teacher -> student pairs (models, classes, normalisation, published
+# accuracies) live in ``fastcae.presets``, which registers them here (``register_preset``), so ``make_config``
+# accepts both kinds of name and this module still imports nothing of fastcae.
 PRESETS: dict[str, dict] = {
-    "nayer-cifar10": dict(epochs=120, warmup_epochs=20, synth_batch_size=400, student_batch_size=512, lr_s=0.2),
-    "nayer-cifar100": dict(
-        epochs=220, warmup_epochs=20, g_steps=None, synth_batch_size=400, student_batch_size=512, lr_s=0.2
-    ),
-    "nayer-tinyimagenet": dict(
-        epochs=320, warmup_epochs=20, synth_batches=4, student_steps=1000, synth_batch_size=200,
-        student_batch_size=256, lr_s=0.1,
-    ),
+    **{f"nayer-{dataset}": nayer_preset(dataset)[0] for dataset in NAYER_SCHEDULES},
     # The embedded digits demo (METHOD.md section 7's prototype): small batches, few generator steps,
     # KD at T = 4, no flip (digits have a handedness), a half-width generator for 16x16 images.
     # Tuned on 2 CPU cores.
@@ -217,27 +242,45 @@ PRESETS: dict[str, dict] = {
         lr_s=0.05, lr_min=1e-3, flip=False, text_encoder="minilm", prompt="a photo of the digit {name}",
     ),
 }
+# Per config-only preset, paradigm -> overrides that apply only to that paradigm (NAYER's generator steps).
+PRESET_PARADIGM_OVERRIDES: dict[str, dict[str, dict]] = {
+    f"nayer-{dataset}": nayer_preset(dataset)[1] for dataset in NAYER_SCHEDULES
+}
+
+# Presets that the modules above this one define (the teacher -> student pairs): name -> (overrides,
+# per-paradigm overrides).
+_REGISTERED_PRESETS: dict[str, tuple[dict, dict]] = {}
+
+
+def register_preset(name: str, overrides: dict, paradigm_overrides: dict | None = None) -> None:
+    """Make ``name`` a preset ``make_config`` applies: ``overrides`` of the defaults, and per paradigm the
+    overrides that apply only when the run's paradigm is that one. Registering a name again replaces it
+    (a module reload); a name of ``PRESETS`` cannot be taken."""
+    if name in PRESETS:
+        raise ValueError(f"{name!r} is already a config-only preset (fastcae.config.PRESETS)")
+    _REGISTERED_PRESETS[name] = (overrides, paradigm_overrides or {})
+
+
+def preset_names() -> list[str]:
+    """Every preset name ``make_config`` accepts: the config-only ones, sorted, then the registered pairs, sorted."""
+    return sorted(PRESETS) + sorted(_REGISTERED_PRESETS)
 
 
 def preset_overrides(preset: str) -> tuple[dict, dict]:
-    """``(overrides, per-paradigm overrides)`` of a config-only preset (``PRESETS``) or a pair preset
-    (``fastcae.presets``); an unknown name is an error listing both kinds."""
-    from .presets import PAIR_PRESETS  # imported here: presets reads PRESETS from this module
-
+    """``(overrides, per-paradigm overrides)`` of a config-only preset (``PRESETS``) or a registered one (the
+    pair presets of ``fastcae.presets``); an unknown name is an error listing both kinds."""
     if preset in PRESETS:
-        return PRESETS[preset], {}
-    if preset in PAIR_PRESETS:
-        pair = PAIR_PRESETS[preset]
-        return pair.config, pair.paradigm_config
-    known = sorted(PRESETS) + sorted(PAIR_PRESETS)
-    raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(known)}")
+        return PRESETS[preset], PRESET_PARADIGM_OVERRIDES.get(preset, {})
+    if preset in _REGISTERED_PRESETS:
+        return _REGISTERED_PRESETS[preset]
+    raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(preset_names())}")
 
 
 def make_config(preset: str | None = None, config: DistillConfig | None = None, **overrides) -> DistillConfig:
     """``config`` (or the defaults with ``preset`` applied) <- keyword overrides, validated.
 
-    A pair preset's per-paradigm values (NAYER's g_steps) apply only when the final paradigm is theirs and
-    the caller did not set that field, so ``paradigm="cae"`` keeps cae's own default.
+    A preset's per-paradigm values (NAYER's g_steps) apply only when the final paradigm is theirs and the
+    caller did not set that field, so ``paradigm="cae"`` keeps cae's own default.
     """
     base, per_paradigm = preset_overrides(preset) if preset is not None else ({}, {})
     if preset is not None and config is not None:

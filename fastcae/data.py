@@ -1,6 +1,8 @@
 """Labelled image sets as tensors in [0, 1]: the bundled digits, and torchvision datasets when present.
 
 fastcae itself never needs data (that is the point); these feed teacher training, evaluation and the demo.
+What is known about the named datasets (class names, image shape, normalisation) lives in
+``fastcae.datasets.DATASETS``.
 """
 
 from __future__ import annotations
@@ -10,8 +12,6 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-
-DIGIT_NAMES = ("zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine")
 
 
 @dataclass

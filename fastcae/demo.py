@@ -11,21 +11,21 @@
 from __future__ import annotations
 
 import json
-import platform
 import time
 from pathlib import Path
 
 import torch
 
-from . import __version__
 from .api import distill
 from .atomic import atomic_write
 from .config import PRESETS
-from .data import DIGIT_NAMES, ImageSplit, load_digits
+from .data import ImageSplit, load_digits
+from .datasets import DIGIT_NAMES
 from .embeddings import default_cache_dir
 from .evaluate import accuracy
 from .models import create_model
 from .teacher import train_classifier
+from .utils import versions
 
 TEACHER_EPOCHS = 30
 
@@ -61,16 +61,17 @@ def noise_kd_baseline(teacher, student, mean, std, steps: int, batch_size: int, 
     """KD on uniform-noise images: the library's own student step (KD only) and step count, no generator."""
     from .augment import Augment
     from .config import DistillConfig
-    from .steps import StepContext, student_step
+    from .steps import StepContext, Steps
 
     torch.manual_seed(seed)
     student.to(device).train()
     ctx = StepContext(teacher.eval(), student, None, Augment(mean, std, padding=0, flip=False).to(device), None)
-    cfg = DistillConfig(temperature=temperature, cncl_weight=0.0)
+    cfg = DistillConfig(temperature=temperature, cncl_weight=0.0, compile=False)  # the plain (eager) step
+    step = Steps(ctx, cfg, device)
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     labels = torch.zeros(batch_size, dtype=torch.int64, device=device)  # unused by KD (ce_weight is 0)
     for _ in range(steps):
-        student_step(ctx, opt, torch.rand(batch_size, *image_shape, device=device), labels, cfg)
+        step.student_step(opt, torch.rand(batch_size, *image_shape, device=device), labels)
     return student.eval()
 
 
@@ -172,7 +173,7 @@ def run_demo(out_dir="fastcae-demo", budget_seconds: float = 180.0, image_size: 
         "history": result.history,
         "config": result.config.to_dict(),
         "preset": PRESETS["digits"],
-        "versions": {"fastcae": __version__, "torch": torch.__version__, "python": platform.python_version()},
+        "versions": versions(),
         "device": str(device),
         "threads": torch.get_num_threads(),
     }

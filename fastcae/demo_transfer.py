@@ -15,12 +15,14 @@ from pathlib import Path
 
 import torch
 
-from . import __version__
 from .api import distill
-from .data import DIGIT_NAMES, ImageSplit, load_digits
-from .evaluate import accuracy, linear_probe
+from .data import ImageSplit, load_digits
+from .datasets import DIGIT_NAMES
+from .evaluate import accuracy
 from .models import create_model
 from .teacher import train_classifier
+from .transfer import linear_probe
+from .utils import versions
 
 SOURCE, TARGET = range(5), range(5, 10)
 VARIANTS = {
@@ -88,7 +90,7 @@ def run_transfer_demo(seeds=(0, 1, 2), epochs: int = 12, image_size: int = 16, o
 
     summary = {"rows": rows, "seeds": list(seeds), "epochs": epochs, "image_size": image_size,
                "probe_shots": probe_shots,
-               "versions": {"fastcae": __version__, "torch": torch.__version__},
+               "versions": versions(),
                "threads": torch.get_num_threads()}
     if out_dir is not None:
         Path(out_dir).mkdir(parents=True, exist_ok=True)

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor, nn
 
 from . import ops
-from .cend import CEND, cend_linear_reference, counter_noise  # noqa: F401  (re-exported reference)
+from .cend import CEND, counter_noise
 
 
 class GeneratorBody(nn.Module):

@@ -1,31 +1,33 @@
-"""The alternating schedule around the two steps (``fastcae.steps``), nanoGPT style: a fixed, visible order.
+"""The whole schedule around the two steps (``fastcae.steps``), nanoGPT style: a fixed, visible order.
 
-Per epoch: [re-create the generator every g_life epochs] -> synthesis batches (warm-up: many, no
-adversarial term, no student training) -> pool.push -> student steps on pool samples (cosine lr per epoch)
--> evaluation -> checkpoint -> history. Losses stay on the device and are read every ``log_every`` student
-steps and once per epoch; each read also checks that every term is finite.
+``train(run)`` is the outer loop: resume from the last checkpoint, then per epoch ``run.run_epoch`` ->
+checkpoint -> progress bar, until the last epoch or the budget's deadline. One epoch (``run_epoch``):
+[re-create the generator every g_life epochs] -> synthesis batches (warm-up: many, no adversarial term, no
+student training) -> pool.push -> student steps on pool samples (cosine lr per epoch) -> evaluation ->
+health -> history. Losses stay on the device and are read every ``log_every`` student steps and once per
+epoch; each read also checks that every term is finite. The budget is one ``Deadline``, checked between
+synthesis batches, at each loss read and after each epoch, so a run stops within one log interval of it.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import random
 import time
 from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
 
+from . import checkpoint as ckpt
 from .bn_hooks import BNStatsLoss
-from .compiled import make_compiled, optimizer_options, resolve_mode
 from .config import DistillConfig
 from .evaluate import accuracy
 from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consistency
 from .paradigms import create_synthesizer
 from .plan import revise_student_steps
 from .pool import SyntheticPool
-from .steps import StepContext, accumulate, contrastive_parts, make_augment, student_step
+from .steps import StepContext, Steps, accumulate, contrastive_parts, make_augment
 
 TERM_NAMES = {
     "bn": "BN-statistics loss (generator)",
@@ -45,6 +47,11 @@ class EvalSet:
 
     images: Tensor
     labels: Tensor
+
+
+def past(deadline: float | None) -> bool:
+    """Whether the budget's deadline (a ``time.perf_counter()`` reading; None: no budget) has passed."""
+    return deadline is not None and time.perf_counter() > deadline
 
 
 def cosine_lr(cfg: DistillConfig, epoch: int) -> float:
@@ -86,15 +93,14 @@ class DistillRun:
         self.bn = BNStatsLoss(self.teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None
         # a student without forward_features gives its features through a hook attached per step
         self.head, tap = contrastive_parts(self.student, cfg, self.image_shape, self.device)
-        self.ctx = StepContext(self.teacher, self.student, self.head, self.augment, self.bn, tap)
-        self.compile_mode = resolve_mode(cfg.compile, self.device)
-        self.compiled = make_compiled(self.compile_mode)
-        self.synth = create_synthesizer(cfg, embeddings, self.image_shape, self.device, self.ctx, self.compiled)
+        self.steps = Steps(StepContext(self.teacher, self.student, self.head, self.augment, self.bn, tap), cfg,
+                           self.device)
+        self.synth = create_synthesizer(cfg, embeddings, self.image_shape, self.device, self.steps)
         self.pool = SyntheticPool(cfg.pool_capacity or default_pool_capacity(cfg), self.image_shape, self.device,
                                   cfg.pool_dtype, cfg.pool_policy)
         params = list(self.student.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
         self.optimizer = torch.optim.SGD(params, lr=cfg.lr_s, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
-                                         **optimizer_options(self.compiled))
+                                         **self.steps.optimizer_options())
         self.eval_set = eval_set
         self.mean, self.std = tuple(mean), tuple(std)
         self.epoch = 0  # next epoch to run
@@ -109,7 +115,7 @@ class DistillRun:
     @property
     def effective_compile_mode(self) -> str:
         """How the steps run: the resolved mode, or "eager" if compiling was unavailable or fell back."""
-        return self.compile_mode if self.compiled is not None and self.compiled.active else "eager"
+        return self.steps.effective_mode
 
     # ------------------------------------------------------------------------------------------------
     @contextlib.contextmanager
@@ -161,7 +167,7 @@ class DistillRun:
                                           self.synth.num_classes))
                 totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
                 done += 1
-                if deadline is not None and time.perf_counter() > deadline:
+                if past(deadline):
                     break  # a budget cut: the epoch's remaining batches are skipped
         return {k: float(v) / done for k, v in (totals or {}).items()}
 
@@ -179,7 +185,7 @@ class DistillRun:
                 if timed is not None and step == timed[0]:
                     t0 = self._clock()
                 images, labels, _ = self.pool.sample(cfg.student_batch_size)
-                terms = student_step(self.ctx, self.optimizer, images, labels, cfg, self.compiled)
+                terms = self.steps.student_step(self.optimizer, images, labels)
                 window = accumulate(window, terms)
                 steps += 1
                 step += 1
@@ -191,7 +197,7 @@ class DistillRun:
                     self._check_finite(read, epoch, f"student step {step}")
                     sums = read if sums is None else {k: sums[k] + read[k] for k in read}
                     window = None
-                    if deadline is not None and time.perf_counter() > deadline:
+                    if past(deadline):
                         break
             if self.recorder is not None:
                 self.recorder.add(images=steps * cfg.student_batch_size, steps=steps)
@@ -251,7 +257,7 @@ class DistillRun:
                 record["plan_revised"], self.revision = self.revision, None
         self.elapsed += time.perf_counter() - start
         acc = None
-        stopping = deadline is not None and time.perf_counter() > deadline
+        stopping = past(deadline)
         if self.eval_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopping):
             acc = self.evaluate()
         record.update({"seconds": self.elapsed, "images_synthesized": self.images_synthesized, "accuracy": acc})
@@ -274,9 +280,6 @@ class DistillRun:
 
     # --- checkpoint state -----------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        rng = {"torch": torch.get_rng_state(), "python": list(random.getstate()[1])}
-        if torch.cuda.is_available():
-            rng["cuda"] = torch.cuda.get_rng_state_all()
         return {
             "epoch": self.epoch,
             "elapsed": self.elapsed,
@@ -288,7 +291,7 @@ class DistillRun:
             "synthesizer": self.synth.state_dict(),
             "bn": self.bn.state_dict() if self.bn is not None else None,
             "pool": self.pool.state_dict(),
-            "rng": rng,
+            "rng": ckpt.rng_state(),
             "flip": self.augment.flip,
         }
 
@@ -306,8 +309,63 @@ class DistillRun:
         self.images_synthesized = int(state["images_synthesized"])
         self.history = list(state["history"])
         self.augment.flip = bool(state.get("flip", self.augment.flip))
-        rng = state["rng"]
-        torch.set_rng_state(rng["torch"])
-        random.setstate((3, tuple(rng["python"]), None))
-        if "cuda" in rng and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(rng["cuda"])
+        ckpt.set_rng_state(state["rng"])
+
+
+# ------------------------------------------------------------------------------------------ the outer loop
+def train(run: DistillRun, checkpoint_dir=None, started: float | None = None) -> None:
+    """The whole schedule: resume from ``checkpoint_dir`` if it holds a checkpoint, then per epoch:
+    ``run.run_epoch`` -> checkpoint (every ``checkpoint_every`` epochs, after the last one, and when the budget
+    stops the run) -> progress bar; stop after the last epoch or once the deadline has passed. The budget
+    counts from ``started`` (``distill``'s start: the step-cost measurement is part of it) minus the training
+    time of the run being resumed."""
+    if checkpoint_dir is not None:
+        payload = ckpt.load(checkpoint_dir, run.cfg, device=run.device)
+        if payload is not None:
+            run.load_state_dict(payload["state"])
+    cfg = run.cfg  # the epochs and checkpoint cadence; run.cfg itself may be revised after the warm-up
+    start = time.perf_counter() if started is None else started
+    deadline = None if cfg.max_seconds is None else start + max(cfg.max_seconds - run.elapsed, 0.0)
+    bar = _ProgressBar(run) if cfg.progress else None
+    try:
+        while run.epoch < cfg.epochs:
+            record = run.run_epoch(deadline)
+            stopping = past(deadline)
+            if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs
+                                               or stopping):
+                ckpt.save(checkpoint_dir, run.state_dict(), run.cfg)
+            if bar is not None:
+                bar.update(record)
+            if stopping:
+                break
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+class _ProgressBar:
+    """A tqdm bar over the epochs, its postfix the epoch's synthesis health, KD loss and accuracy."""
+
+    def __init__(self, run: DistillRun):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=run.cfg.epochs, initial=run.epoch, desc=f"fastcae {run.cfg.paradigm}", unit="epoch",
+                        dynamic_ncols=True)
+        if run.steps.compiled:  # the first epoch includes the compiles: say so rather than look stuck
+            self.bar.set_postfix_str(f"compiling the steps ({run.steps.mode})")
+
+    def update(self, record: dict) -> None:
+        if "plan_revised" in record:
+            self.bar.write(f"fastcae plan: {record['plan_revised']}")
+        post = {"imgs": record["images_synthesized"], "bn": f"{record.get('g_bn', 0.0):.2f}"}
+        if "agreement" in record:
+            post["agree"] = f"{100 * record['agreement']:.0f}%"
+        if "kd" in record:
+            post["kd"] = f"{record['kd']:.3f}"
+        if record.get("accuracy") is not None:
+            post["acc"] = f"{100 * record['accuracy']:.1f}%"
+        self.bar.set_postfix(post)
+        self.bar.update(1)
+
+    def close(self) -> None:
+        self.bar.close()

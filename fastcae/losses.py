@@ -1,6 +1,6 @@
 """The reference math of every loss fastcae trains with.
 
-These plain-PyTorch definitions are the CPU path and the oracle the fused kernels (``kernels/``) are tested
+These plain-PyTorch definitions are the CPU path and the oracle the fused kernels (``fastcae/kernels/``) are tested
 against: there is exactly one definition of each term. ``fastcae.ops`` is the seam that picks a kernel or
 one of these. Everything here is host-sync free (no ``.item()``, no data-dependent Python branches) so that
 it traces under ``torch.compile(fullgraph=True)``.
@@ -24,12 +24,12 @@ def kl_rows(teacher_logits: Tensor, student_logits: Tensor, temperature: float =
     return (log_pt.exp() * (log_pt - log_ps)).sum(dim=1)
 
 
-def kd_loss(student_logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+def kd_loss(teacher_logits: Tensor, student_logits: Tensor, temperature: float) -> Tensor:
     """Hinton KD: batch mean of KL(p_t^T || p_s^T), times T^2 so gradients keep their scale across T."""
     return kl_rows(teacher_logits, student_logits, temperature).mean() * temperature**2
 
 
-def adversarial_loss(student_logits: Tensor, teacher_logits: Tensor) -> Tensor:
+def adversarial_loss(teacher_logits: Tensor, student_logits: Tensor) -> Tensor:
     """Minus the batch mean of KL(p_t || p_s) at T = 1, counted only where the argmaxes agree.
 
     The generator minimises it, i.e. it looks for images the student has not learned yet but the teacher
@@ -49,14 +49,15 @@ def logit_loss(
     adv_weight: float,
     ce_weight: float,
 ) -> Tensor:
-    """The weighted sum of the logit terms, the unit the fused ``kd_loss`` kernel computes in one pass.
+    """The weighted sum of the logit terms, the unit the fused ``logit_loss`` kernel computes in one pass.
 
-    ``kd_weight * KD_T(s, t) + adv_weight * ADV(s, t) + ce_weight * CE(t, targets)``.
+    ``kd_weight * KD_T(t, s) + adv_weight * ADV(t, s) + ce_weight * CE(t, targets)``. Every loss here takes
+    the teacher's logits first.
     The generator step uses ``adv`` + ``ce`` (gradients to both logits); the student step uses ``kd`` alone.
     Terms with weight 0 still run here (a Python branch on a weight would be a recompile guard, not a sync).
     """
-    loss = kd_weight * kd_loss(student_logits, teacher_logits, temperature)
-    loss = loss + adv_weight * adversarial_loss(student_logits, teacher_logits)
+    loss = kd_weight * kd_loss(teacher_logits, student_logits, temperature)
+    loss = loss + adv_weight * adversarial_loss(teacher_logits, student_logits)
     loss = loss + ce_weight * F.cross_entropy(teacher_logits.float(), targets)
     return loss
 

@@ -22,10 +22,9 @@ import torch
 from torch import Tensor, nn
 
 from .cend import CEND, MagnitudeSchedule, balanced_targets, canonical_magnitudes, canonical_sources, round_robin_sources
-from .compiled import optimizer_options
-from .config import DistillConfig
+from .config import PARADIGMS, DistillConfig
 from .generator import CENDInput, Generator, LatentInput, NoisyLayerInput
-from .steps import accumulate, generator_step
+from .steps import Steps, accumulate
 
 
 @dataclass
@@ -38,17 +37,15 @@ class SynthBatch:
 class Synthesizer:
     """Shared machinery: targets, the step loop and the best-step bookkeeping. Subclasses build generators."""
 
-    name = "base"
 
-    def __init__(self, cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps_context, compiled=None):
+    def __init__(self, cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps: Steps):
         self.cfg = cfg
-        self.compiled = compiled  # fastcae.compiled.CompiledSteps, or None for eager steps
-        self.optimizer_options = optimizer_options(compiled)
+        self.steps = steps  # the run's generator step (compiled or not) and what it reads
+        self.optimizer_options = steps.optimizer_options()
         self.embeddings = embeddings.to(device)
         self.num_classes = embeddings.shape[0]
         self.image_shape = tuple(image_shape)
         self.device = torch.device(device)
-        self.ctx = steps_context  # teacher, student, augment, BN loss (steps.StepContext)
         b = cfg.synth_batch_size
         self.targets = balanced_targets(b, self.num_classes, device=self.device)
         self.sources = torch.zeros(b, dtype=torch.int64, device=self.device)
@@ -75,17 +72,15 @@ class Synthesizer:
         best_images = None
         totals = None
         for _ in range(steps):
-            loss, terms, images = generator_step(
-                generator, optimizer, self.ctx, self.targets, self.sources, self.cfg, adv_weight, after_backward,
-                self.compiled,
-            )
+            loss, terms, images = self.steps.generator_step(generator, optimizer, self.targets, self.sources,
+                                                            adv_weight, after_backward)
             # new tensors only: a compiled step's outputs are overwritten by its next replay
             better = loss < best_loss
             best_images = images.clone() if best_images is None else torch.where(better, images, best_images)
             best_loss = torch.minimum(best_loss, loss)
             totals = accumulate(totals, terms)
-        if self.ctx.bn is not None:
-            self.ctx.bn.update_ema()
+        if self.steps.ctx.bn is not None:
+            self.steps.ctx.bn.update_ema()
         self.last_terms = {k: v / steps for k, v in totals.items()}
         return SynthBatch(best_images, self.targets.clone(), self.sources.clone())
 
@@ -111,12 +106,11 @@ def _restart_adam(optimizer: torch.optim.Adam) -> None:
 
 
 class CAESynthesizer(Synthesizer):
-    name = "cae"
 
-    def __init__(self, cfg, embeddings, image_shape, device, steps_context, compiled=None):
+    def __init__(self, cfg, embeddings, image_shape, device, steps):
         self.schedule = MagnitudeSchedule(cfg.noise_magnitudes, cfg.noise_magnitudes_end, cfg.noise_schedule)
         self.source_map = canonical_sources(cfg.noise_sources)  # configured index -> canonical source id
-        super().__init__(cfg, embeddings, image_shape, device, steps_context, compiled)
+        super().__init__(cfg, embeddings, image_shape, device, steps)
         robin = round_robin_sources(cfg.synth_batch_size, self.num_classes, len(cfg.noise_sources))
         self.sources = self.source_map[robin].to(self.device)
 
@@ -150,7 +144,6 @@ class CAESynthesizer(Synthesizer):
 
 
 class NayerSynthesizer(Synthesizer):
-    name = "nayer"
 
     def reset(self) -> None:
         inp = NoisyLayerInput(self.embeddings, self.cfg.synth_batch_size, self.cfg.noisy_dim)
@@ -174,7 +167,6 @@ class FastSynthesizer(Synthesizer):
     """Fast-DFKD: first-order MAML. The clone's gradients of every adaptation step accumulate on the
     meta-generator, which takes one Adam step (lr = lr_g * k) per batch."""
 
-    name = "fast"
 
     def reset(self) -> None:
         inp = LatentInput(self.cfg.synth_batch_size, self.cfg.latent_dim)
@@ -222,11 +214,10 @@ class FastSynthesizer(Synthesizer):
         self.meta_optimizer.load_state_dict(state["meta_optimizer"])
 
 
-SYNTHESIZERS = {"cae": CAESynthesizer, "nayer": NayerSynthesizer, "fast": FastSynthesizer}
+SYNTHESIZERS = dict(zip(PARADIGMS, (CAESynthesizer, NayerSynthesizer, FastSynthesizer)))
 
 
-def create_synthesizer(cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps_context,
-                       compiled=None) -> Synthesizer:
+def create_synthesizer(cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps: Steps) -> Synthesizer:
     if cfg.paradigm not in SYNTHESIZERS:
-        raise ValueError(f"unknown paradigm {cfg.paradigm!r}; known paradigms: {', '.join(SYNTHESIZERS)}")
-    return SYNTHESIZERS[cfg.paradigm](cfg, embeddings, image_shape, device, steps_context, compiled)
+        raise ValueError(f"unknown paradigm {cfg.paradigm!r}; known paradigms: {', '.join(PARADIGMS)}")
+    return SYNTHESIZERS[cfg.paradigm](cfg, embeddings, image_shape, device, steps)

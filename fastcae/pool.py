@@ -15,8 +15,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-POLICIES = ("fifo", "reservoir")
-DTYPES = {"uint8": torch.uint8, "bfloat16": torch.bfloat16}
+from .config import POOL_DTYPES, POOL_POLICIES
+
+POLICIES = POOL_POLICIES
+DTYPES = {name: getattr(torch, name) for name in POOL_DTYPES}  # the names are torch's dtype names
 
 
 class SyntheticPool:

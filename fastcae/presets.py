@@ -6,66 +6,18 @@ and normalisation, the teacher and student architectures (``fastcae.models``), N
 can be compared with the literature without looking the numbers up again.
 
 ``fastcae.config.PRESETS`` holds config-only presets (schedules); ``make_config`` and ``distill`` accept the
-names of both kinds.
+names of both kinds (this module registers its pairs with ``fastcae.config.register_preset``), and
+``list_presets()`` names both.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+from .config import PRESETS, nayer_preset, preset_names, register_preset
+from .datasets import DATASETS, DatasetInfo
 
-# CIFAR-100 fine labels in torchvision's order (``torchvision.datasets.CIFAR100(...).classes``).
-CIFAR100_CLASSES = (
-    "apple", "aquarium_fish", "baby", "bear", "beaver", "bed", "bee", "beetle", "bicycle", "bottle",
-    "bowl", "boy", "bridge", "bus", "butterfly", "camel", "can", "castle", "caterpillar", "cattle",
-    "chair", "chimpanzee", "clock", "cloud", "cockroach", "couch", "crab", "crocodile", "cup", "dinosaur",
-    "dolphin", "elephant", "flatfish", "forest", "fox", "girl", "hamster", "house", "kangaroo", "keyboard",
-    "lamp", "lawn_mower", "leopard", "lion", "lizard", "lobster", "man", "maple_tree", "motorcycle", "mountain",
-    "mouse", "mushroom", "oak_tree", "orange", "orchid", "otter", "palm_tree", "pear", "pickup_truck", "pine_tree",
-    "plain", "plate", "poppy", "porcupine", "possum", "rabbit", "raccoon", "ray", "road", "rocket",
-    "rose", "sea", "seal", "shark", "shrew", "skunk", "skyscraper", "snail", "snake", "spider",
-    "squirrel", "streetcar", "sunflower", "sweet_pepper", "table", "tank", "telephone", "television", "tiger",
-    "tractor", "train", "trout", "tulip", "turtle", "wardrobe", "whale", "willow_tree", "wolf", "woman", "worm",
-)
-
-
-@dataclass(frozen=True)
-class DatasetInfo:
-    """What a teacher trained on: class names, image shape and the normalisation of its input."""
-
-    name: str
-    class_names: tuple[str, ...]
-    image_shape: tuple[int, int, int]
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-
-# Normalisation as the CIFAR DFKD code bases use it (METHOD.md section 6).
-DATASETS = {
-    "cifar10": DatasetInfo("cifar10", CIFAR10_CLASSES, (3, 32, 32), (0.4914, 0.4822, 0.4465), (0.2023, 0.1994, 0.2010)),
-    "cifar100": DatasetInfo("cifar100", CIFAR100_CLASSES, (3, 32, 32), (0.5071, 0.4867, 0.4408),
-                            (0.2675, 0.2565, 0.2761)),
-}
-
-# NAYER's schedule (METHOD.md section 2) per dataset, as DistillConfig overrides. g_steps stays unset so each
-# paradigm keeps its own default (cae: 10); NAYER's per-dataset generator steps go in NAYER_G_STEPS.
-SCHEDULES = {
-    "cifar10": dict(epochs=120, warmup_epochs=20, warmup_synth_batches=10, synth_batches=2, student_steps=400,
-                    synth_batch_size=400, student_batch_size=512, lr_s=0.2),
-    "cifar100": dict(epochs=220, warmup_epochs=20, warmup_synth_batches=10, synth_batches=2, student_steps=400,
-                     synth_batch_size=400, student_batch_size=512, lr_s=0.2),
-}
-NAYER_G_STEPS = {"cifar10": 30, "cifar100": 40}
-# NAYER's loss weights and student optimiser; equal to DistillConfig's defaults today, spelled out so a preset
-# keeps meaning NAYER's setting if a default changes.
-NAYER_LOSS = dict(bn_weight=10.0, bn_momentum=0.9, ce_weight=0.5, adv_weight=1.33, temperature=20.0, g_life=10,
-                  lr_g=4e-3, momentum=0.9, weight_decay=1e-4, lr_min=2e-4)
-
+# ------------------------------------------------------------------------------------------ pair presets
 # (teacher, student) -> published top-1 % (METHOD.md section 6): teacher, Fast-DFKD (k = 10), CMI.
 PAIRS = (("resnet34", "resnet18"), ("vgg11_bn", "resnet18"), ("wrn40_2", "wrn16_1"), ("wrn40_2", "wrn40_1"),
          ("wrn40_2", "wrn16_2"))
@@ -135,9 +87,10 @@ def _build() -> dict[str, PairPreset]:
             t, fast10, cmi = PUBLISHED[dataset][(teacher, student)]
             expected = {"teacher": t, "fast10": fast10, "cmi": cmi,
                         "nayer": NAYER_PUBLISHED.get((dataset, teacher, student))}
-            presets[name] = PairPreset(name, info, teacher, student, config={**SCHEDULES[dataset], **NAYER_LOSS},
-                                       paradigm_config={"nayer": {"g_steps": NAYER_G_STEPS[dataset]}},
+            config, paradigm_config = nayer_preset(dataset)
+            presets[name] = PairPreset(name, info, teacher, student, config=config, paradigm_config=paradigm_config,
                                        expected=expected)
+            register_preset(name, config, paradigm_config)
     return presets
 
 
@@ -145,7 +98,13 @@ PAIR_PRESETS: dict[str, PairPreset] = _build()
 
 
 def list_presets() -> list[str]:
-    """Names of the pair presets, sorted."""
+    """Every preset name ``make_config`` and ``distill`` accept: the config-only presets
+    (``fastcae.config.PRESETS``), sorted, then the pair presets, sorted."""
+    return preset_names()
+
+
+def list_pair_presets() -> list[str]:
+    """Names of the teacher -> student pair presets, sorted (each one a ``get_preset`` name)."""
     return sorted(PAIR_PRESETS)
 
 
@@ -158,7 +117,8 @@ def get_preset(name: str) -> PairPreset:
     try:
         return PAIR_PRESETS[name]
     except (KeyError, TypeError):
-        raise ValueError(f"unknown pair preset {name!r}; known pair presets: {', '.join(list_presets())}") from None
+        raise ValueError(f"unknown pair preset {name!r}; known pair presets: {', '.join(list_pair_presets())}"
+                         ) from None
 
 
 def format_presets_table() -> str:
@@ -169,18 +129,12 @@ def format_presets_table() -> str:
 
     header = f"{'preset':<30} {'epochs':>6} {'teacher':>8} {'Fast-10':>8} {'CMI':>8} {'NAYER':>8}"
     lines = [header, "-" * len(header)]
-    for name in list_presets():
+    for name in list_pair_presets():
         p = PAIR_PRESETS[name]
         e = p.expected
         lines.append(f"{name:<30} {p.config['epochs']:>6} {pct(e['teacher']):>8} {pct(e['fast10']):>8} "
                      f"{pct(e['cmi']):>8} {pct(e['nayer']):>8}")
     lines.append("")
     lines.append("Published top-1 % (METHOD.md section 6); NAYER's ~71.7% is after 300 epochs, read off its plot.")
-    lines.append("Config-only presets (schedules, no models): " + ", ".join(sorted(_config_presets())))
+    lines.append("Config-only presets (schedules, no models): " + ", ".join(sorted(PRESETS)))
     return "\n".join(lines)
-
-
-def _config_presets():
-    from .config import PRESETS  # imported here: config imports this module lazily too
-
-    return PRESETS

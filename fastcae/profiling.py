@@ -299,25 +299,14 @@ def build_report(spans, samples, meta: dict | None = None, reason: str | None = 
     return report
 
 
-def _version(dist: str):
-    from importlib import metadata
-
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def collect_meta(meta: dict | None = None, sampler: GPUSampler | None = None) -> dict:
     """Versions, date and device for the report, so numbers stay comparable across machines and releases;
     the caller's ``meta`` (e.g. ``{"config": asdict(cfg)}``) wins over these defaults."""
-    from . import __version__
+    from .utils import versions
 
     out = {
         "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-        "versions": {"fastcae": __version__, "python": platform.python_version(), "torch": _version("torch"),
-                     "nvidia-ml-py": _version("nvidia-ml-py"),
-                     "nvidia_driver": sampler.driver_version if sampler else None},
+        "versions": {**versions("nvidia-ml-py"), "nvidia_driver": sampler.driver_version if sampler else None},
         "device": (sampler.device_name if sampler and sampler.available else None) or "no NVIDIA GPU (NVML)",
         "host": platform.node(),
     }

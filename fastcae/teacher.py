@@ -11,9 +11,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import pickle
-import platform
-import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,8 +20,10 @@ from torch import nn
 
 from .atomic import atomic_write
 from .augment import Augment
+from .checkpoint import CheckpointError, read_payload, rng_state, set_rng_state
 from .data import ImageSplit
 from .evaluate import accuracy
+from .utils import versions
 
 
 def train_classifier(
@@ -121,19 +120,14 @@ class TeacherRecipe:
         return dataclasses.asdict(self)
 
 
-class TeacherCheckpointError(RuntimeError):
+class TeacherCheckpointError(CheckpointError):
     """A teacher checkpoint that cannot be resumed: unreadable, not ours, or from another recipe."""
 
 
 def _load_checkpoint(path: Path, recipe: TeacherRecipe) -> dict:
     """Read with ``weights_only=True``; refuse a damaged file or another recipe, naming the file and fields."""
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, EOFError, zipfile.BadZipFile, pickle.UnpicklingError, ValueError, OSError) as err:
-        raise TeacherCheckpointError(f"teacher checkpoint {path} is corrupt or truncated and cannot be read ({err}); "
-                                     f"delete it to start over") from err
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise TeacherCheckpointError(f"{path} is not a fastcae teacher checkpoint; use another --out directory")
+    payload = read_payload(path, CHECKPOINT_FORMAT, "cpu", what="teacher checkpoint", error=TeacherCheckpointError,
+                           corrupt_hint="; delete it to start over", foreign_hint="; use another --out directory")
     saved, wanted = payload["recipe"], recipe.to_dict()
     diffs = [f"{k}: checkpoint {saved.get(k)!r}, this run {v!r}" for k, v in wanted.items() if saved.get(k) != v]
     if diffs:
@@ -141,31 +135,6 @@ def _load_checkpoint(path: Path, recipe: TeacherRecipe) -> dict:
             f"teacher checkpoint {path} was written by another recipe ({'; '.join(diffs)}); resume with the same "
             f"settings (the cosine schedule depends on --epochs) or use another --out directory")
     return payload
-
-
-def _rng_state(device: torch.device) -> dict:
-    state = {"cpu": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
-
-
-def _set_rng_state(state: dict, device: torch.device) -> None:
-    torch.set_rng_state(state["cpu"])
-    if device.type == "cuda" and "cuda" in state:
-        torch.cuda.set_rng_state(state["cuda"], device)
-
-
-def _versions() -> dict:
-    import importlib.metadata as md
-
-    versions = {"python": platform.python_version(), "torch": torch.__version__}
-    for pkg in ("torchvision", "fastcae"):
-        try:
-            versions[pkg] = md.version(pkg)
-        except md.PackageNotFoundError:
-            versions[pkg] = None
-    return versions
 
 
 def train_teacher(
@@ -209,7 +178,7 @@ def train_teacher(
         model.load_state_dict(payload["model"])
         opt.load_state_dict(payload["optimizer"])
         sched.load_state_dict(payload["scheduler"])
-        _set_rng_state(payload["rng"], device)
+        set_rng_state(payload["rng"], device)
         epoch, history = payload["epoch"], list(payload["history"])
     else:
         torch.manual_seed(recipe.seed)
@@ -234,7 +203,7 @@ def train_teacher(
             history.append(record)
             payload = {"format": CHECKPOINT_FORMAT, "recipe": recipe.to_dict(), "epoch": epoch,
                        "model": model.state_dict(), "optimizer": opt.state_dict(),
-                       "scheduler": sched.state_dict(), "rng": _rng_state(device), "history": history}
+                       "scheduler": sched.state_dict(), "rng": rng_state(), "history": history}
             atomic_write(ckpt_path, lambda tmp: torch.save(payload, tmp))
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("loss", "test_accuracy")})
@@ -249,7 +218,7 @@ def train_teacher(
     summary = {"recipe": recipe.to_dict(), "epochs_done": epoch, "finished": finished,
                "test_accuracy": accs[-1] if accs else None, "mean": list(mean), "std": list(std),
                "train_images": len(train), "test_images": len(test), "device": str(device),
-               "versions": _versions(), "history": history}
+               "versions": versions("torchvision"), "history": history}
     if finished:
         atomic_write(out / "teacher.pt", lambda tmp: torch.save(model.state_dict(), tmp))
         (out / "teacher.json").write_text(json.dumps(summary, indent=1))

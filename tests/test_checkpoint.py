@@ -1,5 +1,6 @@
 """Checkpoints: atomic round trip, resume giving the same continuation, corrupt or foreign files named."""
 
+import random
 import warnings
 
 import pytest
@@ -128,3 +129,25 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         assert all(torch.isfinite(v).all() for v in payload["state"]["student"].values() if v.is_floating_point())
+
+
+def _draws():
+    return torch.rand(3), random.random()
+
+
+def test_rng_state_round_trips_through_a_weights_only_file(tmp_path):
+    torch.manual_seed(5)
+    random.seed(5)
+    torch.save({"rng": ckpt.rng_state()}, tmp_path / "rng.pt")
+    want = _draws()
+    _draws()  # move both generators on
+    ckpt.set_rng_state(torch.load(tmp_path / "rng.pt", weights_only=True)["rng"])
+    got = _draws()
+    assert torch.equal(got[0], want[0]) and got[1] == want[1]
+
+
+def test_set_rng_state_reads_the_earlier_teacher_format():
+    state = {"cpu": torch.get_rng_state()}  # what teacher checkpoints of earlier versions hold (CPU runs)
+    want = torch.rand(3)
+    ckpt.set_rng_state(state, torch.device("cpu"))
+    assert torch.equal(torch.rand(3), want)

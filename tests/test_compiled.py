@@ -1,4 +1,4 @@
-"""The compiled steps (``fastcae.compiled``): bounded compiles, the same losses as eager, the fall-back.
+"""The steps (``fastcae.steps.Steps``), compiled: bounded compiles, the same losses as eager, the fall-back.
 
 On CPU the cheap ``aot_eager`` backend checks what dynamo does (graphs, guards, recompiles, RNG order) in
 seconds; one inductor test checks the real compiler. CUDA graphs are checked on a GPU only.
@@ -13,7 +13,8 @@ import torch._dynamo.utils as dynamo_utils
 from helpers import TINY, tiny_classifier, trained_like_teacher
 
 from fastcae import distill, ops
-from fastcae.compiled import CompiledSteps, resolve_mode
+import fastcae.steps
+from fastcae.steps import Steps, resolve_mode
 from fastcae.config import make_config
 
 NAMES = [str(i) for i in range(5)]
@@ -68,7 +69,7 @@ def test_compiles_do_not_grow_with_steps_epochs_or_new_generators(paradigm, recw
     assert short == long == 3
     assert not [w for w in recwarn if "torch.compile" in str(w.message)]
     # the compiled graphs record nothing themselves: their routing is kept from the trace, for every call
-    ops_run = {"kd_loss", "bn_stats_loss"} | ({"cend_linear"} if paradigm == "cae" else set())
+    ops_run = {"logit_loss", "bn_stats_loss"} | ({"cend_linear"} if paradigm == "cae" else set())
     assert ops_run <= set(res.kernels) and set(res.kernels.values()) == {"reference"}
 
 
@@ -78,18 +79,14 @@ def test_runs_in_one_process_do_not_exhaust_the_compile_cache():
     for _ in range(6):
         graphs, res = _graphs_compiled(lambda: _run("aot_eager", epochs=2))
         assert graphs == 3 and res.compile_mode == "aot_eager"
-        assert set(res.kernels) == {"kd_loss", "bn_stats_loss", "cend_linear", "supcon"}
+        assert set(res.kernels) == {"logit_loss", "bn_stats_loss", "cend_linear", "supcon_loss"}
 
 
 @pytest.mark.parametrize("paradigm", ["cae", "nayer", "fast"])
 def test_compiled_graphs_compute_what_eager_computes(paradigm, monkeypatch):
     """With the same (foreach) optimisers, a compiled run is bit-identical to the eager one: aot_eager runs
     the traced ATen graph, so even the random crops draw the same numbers in the same order."""
-    import fastcae.loop
-    import fastcae.paradigms
-
-    for module in (fastcae.loop, fastcae.paradigms):
-        monkeypatch.setattr(module, "optimizer_options", lambda compiled: {})
+    monkeypatch.setattr(Steps, "optimizer_options", lambda self: {})
     eager = _run(False, paradigm, epochs=4)
     compiled = _run("aot_eager", paradigm, epochs=4)
     assert compiled.compile_mode == "aot_eager"
@@ -131,16 +128,18 @@ def test_fused_kernels_compiled_match_reference_eager():
 
 
 def test_compile_failure_falls_back_to_eager_once(monkeypatch):
-    def broken(self, mode):
-        original_init(self, mode)
+    def broken(mode):
+        forwards = original(mode)
+        if forwards is None:  # the eager run
+            return None
 
         def fail(*args, **kwargs):
             raise RuntimeError("no C++ compiler found (simulated)")
 
-        self.generator_loss = self.student_loss = fail
+        return {name: fail for name in forwards}
 
-    original_init = CompiledSteps.__init__
-    monkeypatch.setattr(CompiledSteps, "__init__", broken)
+    original = fastcae.steps._compile_forwards
+    monkeypatch.setattr(fastcae.steps, "_compile_forwards", broken)
     eager = _run(False, epochs=3)
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
@@ -175,9 +174,7 @@ def test_cudagraphs_mode_code_path_runs_on_cpu(monkeypatch):
     """The "cudagraphs" mode (inductor, reduce-overhead, a step mark before each forward) on CPU tensors,
     where inductor runs the graphs without capturing them: the wrapper code runs, the losses are finite.
     (The capture itself needs a GPU: test_cudagraphs_default_on_cuda.)"""
-    import fastcae.loop
-
-    monkeypatch.setattr(fastcae.loop, "resolve_mode", lambda compile, device: "cudagraphs")
+    monkeypatch.setattr(fastcae.steps, "resolve_mode", lambda compile, device: "cudagraphs")
     res = _run(None, epochs=3)
     assert res.compile_mode == "cudagraphs"
     assert all(math.isfinite(h[k]) for h in res.history for k in LOSSES if k in h)

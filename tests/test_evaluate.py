@@ -1,12 +1,15 @@
-"""Transferability tools: frozen features, the linear probe and fine-tuning, with clear errors on bad splits."""
+"""Accuracy, and the transferability tools (``fastcae.transfer``): frozen features, the linear probe and
+fine-tuning, with clear errors on bad splits."""
 
 import pytest
 import torch
 from torch import nn
 
 from fastcae.data import ImageSplit
-from fastcae.evaluate import extract_features, fine_tune, linear_probe, replace_head
+from fastcae.evaluate import accuracy
 from fastcae.models import create_model
+from fastcae.transfer import extract_features, fine_tune, linear_probe, replace_head
+from fastcae.utils import eval_mode
 
 MEAN, STD = (0.5,), (0.5,)
 
@@ -33,6 +36,26 @@ class PixelClassifier(nn.Module):
 
     def forward(self, x):
         return self.fc(self.body(x))
+
+
+def test_accuracy_runs_in_eval_mode_and_restores_every_flag():
+    model = create_model("digits_student", num_classes=10).train()
+    model.features[1].eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    acc = accuracy(model, torch.rand(5, 1, 16, 16), torch.arange(5), MEAN, STD, batch_size=1)  # batches of one
+    assert 0.0 <= acc <= 1.0
+    assert model.training and not model.features[1].training
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, before[k]), f"{k} changed (BN statistics must not move)"
+
+
+def test_eval_mode_restores_the_flags_after_an_error():
+    model = create_model("digits_student", num_classes=10).train()
+    model.features[1].eval()
+    with pytest.raises(RuntimeError, match="boom"), eval_mode(model):
+        assert not any(m.training for m in model.modules())
+        raise RuntimeError("boom")
+    assert model.training and not model.features[1].training and model.features[0].training
 
 
 def test_extract_features_is_frozen_and_restores_modes():

@@ -16,10 +16,10 @@ def test_kd_loss_matches_hand_computation():
     pt = torch.softmax(t / T, 1)
     ps = torch.softmax(s / T, 1)
     hand = (pt * (pt.log() - ps.log())).sum() * T * T
-    assert losses.kd_loss(s, t, T).item() == pytest.approx(hand.item(), rel=1e-6)
+    assert losses.kd_loss(t, s, T).item() == pytest.approx(hand.item(), rel=1e-6)
     # matches torch's batchmean KL as well
     ref = F.kl_div(F.log_softmax(s / T, 1), F.log_softmax(t / T, 1), reduction="batchmean", log_target=True) * T * T
-    assert losses.kd_loss(s, t, T).item() == pytest.approx(ref.item(), rel=1e-6)
+    assert losses.kd_loss(t, s, T).item() == pytest.approx(ref.item(), rel=1e-6)
 
 
 def test_kd_loss_is_zero_for_identical_logits():
@@ -32,14 +32,14 @@ def test_adversarial_counts_only_agreeing_rows():
     s = torch.tensor([[1.0, 0.0], [0.0, 1.0]])  # row 0 agrees (argmax 0), row 1 disagrees
     kl0 = losses.kl_rows(t[:1], s[:1], 1.0).item()
     # mean over the whole batch, rows that disagree count as 0
-    assert losses.adversarial_loss(s, t).item() == pytest.approx(-kl0 / 2, rel=1e-6)
+    assert losses.adversarial_loss(t, s).item() == pytest.approx(-kl0 / 2, rel=1e-6)
 
 
 def test_logit_loss_is_the_weighted_sum():
     t, s = torch.randn(6, 5), torch.randn(6, 5)
     y = torch.randint(0, 5, (6,))
-    got = losses.logit_loss(t, s, y, 4.0, 0.3, 1.33, 0.5)
-    want = 0.3 * losses.kd_loss(s, t, 4.0) + 1.33 * losses.adversarial_loss(s, t) + 0.5 * F.cross_entropy(t, y)
+    got = losses.logit_loss(t, s, y, temperature=4.0, kd_weight=0.3, adv_weight=1.33, ce_weight=0.5)
+    want = 0.3 * losses.kd_loss(t, s, 4.0) + 1.33 * losses.adversarial_loss(t, s) + 0.5 * F.cross_entropy(t, y)
     assert got.item() == pytest.approx(want.item(), rel=1e-6)
 
 

@@ -54,6 +54,17 @@ def test_default_cfg_is_a_copy():
     assert model_default_cfg("resnet18")["input_size"] == (3, 32, 32)
 
 
+def test_cifar_zoo_expects_the_normalisation_of_the_cifar10_presets():
+    """One home for the dataset statistics: the zoo's default input is what the pair presets, distill's default
+    and the teacher recipe use (fastcae.datasets.DATASETS)."""
+    from fastcae.datasets import DATASETS
+
+    c10 = DATASETS["cifar10"]
+    for name in ("resnet18", "resnet34", "vgg11_bn", "wrn16_1", "wrn16_2", "wrn40_1", "wrn40_2"):
+        cfg = model_default_cfg(name)
+        assert (cfg["input_size"], cfg["mean"], cfg["std"]) == (c10.image_shape, c10.mean, c10.std)
+
+
 def test_register_model_bare_and_with_cfg():
     def _tmp_net(num_classes=10, in_chans=3):
         return nn.Sequential(nn.Flatten(), nn.Linear(in_chans * 4, num_classes))

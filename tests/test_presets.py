@@ -11,15 +11,16 @@ from fastcae import distill
 from fastcae.cli import load_weights, main
 from fastcae.config import PRESETS, make_config
 from fastcae.models import create_model, list_models
-from fastcae.presets import CIFAR10_CLASSES, CIFAR100_CLASSES, get_preset, list_presets
+from fastcae.datasets import CIFAR10_CLASSES, CIFAR100_CLASSES
+from fastcae.presets import get_preset, list_pair_presets, list_presets
 from tests.helpers import TINY, trained_like_teacher, tiny_classifier
 
 PAIRS = ["resnet34-resnet18", "vgg11_bn-resnet18", "wrn40_2-wrn16_1", "wrn40_2-wrn40_1", "wrn40_2-wrn16_2"]
 
 
 def test_the_ten_pairs_are_listed_with_their_data_and_published_numbers():
-    assert list_presets() == sorted(f"{d}-{p}" for d in ("cifar10", "cifar100") for p in PAIRS)
-    for name in list_presets():
+    assert list_pair_presets() == sorted(f"{d}-{p}" for d in ("cifar10", "cifar100") for p in PAIRS)
+    for name in list_pair_presets():
         p = get_preset(name)
         assert p.teacher in list_models() and p.student in list_models()
         assert p.image_shape == (3, 32, 32) and p.config["warmup_epochs"] == 20 and p.config["lr_s"] == 0.2
@@ -34,6 +35,28 @@ def test_the_ten_pairs_are_listed_with_their_data_and_published_numbers():
     assert len(set(CIFAR100_CLASSES)) == 100 and list(CIFAR100_CLASSES) == sorted(CIFAR100_CLASSES)
     assert CIFAR100_CLASSES[0] == "apple" and CIFAR100_CLASSES[47] == "maple_tree" and CIFAR100_CLASSES[99] == "worm"
     assert "maple tree" in c100.prompt_names
+
+
+def test_list_presets_names_every_preset_make_config_accepts():
+    assert list_presets() == sorted(PRESETS) + list_pair_presets()
+    assert {"digits", "nayer-cifar10", "nayer-cifar100", "nayer-tinyimagenet"} <= set(list_presets())
+    for name in list_presets():
+        make_config(preset=name)
+
+
+def test_nayer_schedules_have_one_home():
+    """The config-only nayer-<dataset> presets and the <dataset>-* pairs carry the same NAYER setting: the
+    schedule and loss weights for every paradigm, NAYER's generator steps (METHOD.md section 2) for nayer only."""
+    for dataset, g_steps in (("cifar10", 30), ("cifar100", 40)):
+        pair = get_preset(f"{dataset}-wrn40_2-wrn16_2")
+        assert PRESETS[f"nayer-{dataset}"] == pair.config
+        for paradigm in ("cae", "nayer", "fast"):
+            a = make_config(preset=f"nayer-{dataset}", paradigm=paradigm)
+            b = make_config(preset=pair.name, paradigm=paradigm)
+            assert a == b
+        assert make_config(preset=f"nayer-{dataset}", paradigm="nayer").generator_steps == g_steps
+    assert make_config(preset="nayer-tinyimagenet", paradigm="nayer").generator_steps == 60
+    assert make_config(preset="nayer-cifar100").generator_steps == 10  # cae keeps its own default
 
 
 def test_unknown_pair_preset_lists_the_known_ones():

@@ -26,12 +26,13 @@ from pathlib import Path
 
 import torch
 
-from fastcae import __version__, distill
+from fastcae import distill
 from fastcae.atomic import atomic_write
 from fastcae.demo import noise_kd_baseline
 from fastcae.embeddings import default_cache_dir
 from fastcae.evaluate import accuracy
 from fastcae.teacher import train_classifier
+from fastcae.utils import versions
 
 from .cases import CASES, Case
 
@@ -97,8 +98,7 @@ def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, 
 
 
 def machine() -> dict:
-    return {"date": datetime.date.today().isoformat(), "python": platform.python_version(), "torch": torch.__version__,
-            "fastcae": __version__, "cpu": platform.processor() or platform.machine(),
+    return {"date": datetime.date.today().isoformat(), **versions(), "cpu": platform.processor() or platform.machine(),
             "threads": torch.get_num_threads(), "device": "cuda" if torch.cuda.is_available() else "cpu"}
 
 

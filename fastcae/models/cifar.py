@@ -11,15 +11,14 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..datasets import DATASETS
 from .features import ZooClassifier
 from .registry import register_model
 
-# CIFAR-10 training-set channel statistics; CIFAR-100's differ by < 0.01, well within what BN absorbs.
-CIFAR_CFG = {
-    "input_size": (3, 32, 32),
-    "mean": (0.4914, 0.4822, 0.4465),
-    "std": (0.2470, 0.2435, 0.2616),
-}
+# The input the CIFAR zoo expects by default: CIFAR-10's, normalised as ``fastcae.datasets.DATASETS`` says (the
+# one home of the dataset statistics). A network trained on CIFAR-100 expects DATASETS["cifar100"] instead.
+_C10 = DATASETS["cifar10"]
+CIFAR_CFG = {"input_size": _C10.image_shape, "mean": _C10.mean, "std": _C10.std}
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:

@@ -14,6 +14,8 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 
+from ..utils import eval_mode
+
 
 class ZooClassifier(nn.Module):
     """Base of the zoo networks: ``forward(x) == forward_head(forward_features(x))``.
@@ -146,12 +148,6 @@ def num_features(model: nn.Module, example_input: Tensor) -> int:
     declared = getattr(model, "num_features", None)
     if isinstance(declared, int) and has_feature_api(model):
         return declared
-    modes = [(m, m.training) for m in model.modules()]
-    model.eval()
-    try:
-        with torch.no_grad():
-            feats, _ = features_and_logits(model, example_input)
-    finally:
-        for m, training in modes:
-            m.training = training
+    with eval_mode(model), torch.no_grad():
+        feats, _ = features_and_logits(model, example_input)
     return int(feats.shape[1])

@@ -11,7 +11,8 @@ import torch
 
 pytest.importorskip("triton")
 
-from fastcae.kernels.logit_loss import logit_loss, logit_loss_backward, logit_loss_forward  # noqa: E402
+from fastcae.kernels.logit_loss import logit_loss as fused_logit_loss  # noqa: E402
+from fastcae.kernels.logit_loss import logit_loss_backward, logit_loss_forward  # noqa: E402
 from fastcae.losses import logit_loss  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -82,7 +83,7 @@ def test_matches_reference(shape, w, dtype, atol, rtol):
     y = torch.randint(0, C, (B,), device=DEVICE)
     g = torch.rand((), device=DEVICE) * 2 + 0.5  # grad_output != 1
     teacher_grad = w[1] == 0.0  # student step (kd only): the teacher logits carry no grad
-    loss, dt, ds = _run(logit_loss, t, s, y, w, g, teacher_grad)
+    loss, dt, ds = _run(fused_logit_loss, t, s, y, w, g, teacher_grad)
     loss_r, dt_r, ds_r = _run(logit_loss, t, s, y, w, g, teacher_grad)
     assert loss.dtype == torch.float32 and loss.shape == ()
     _assert_close(loss, loss_r, _loss_atol(w[0]), 1e-5, "loss")
@@ -131,7 +132,7 @@ def test_argmax_agreement_and_ties(C):
     assert agree.tolist() == [True, False, True, False, True, False]
     w = (1.0, 0.0, 1.0, 0.0)  # adversarial term alone
     g = torch.tensor(0.6, device=DEVICE)
-    loss, dt, ds = _run(logit_loss, t, s, y, w, g)
+    loss, dt, ds = _run(fused_logit_loss, t, s, y, w, g)
     loss_r, dt_r, ds_r = _run(logit_loss, t, s, y, w, g)
     _assert_close(loss, loss_r, 1e-6, 1e-5, "loss")
     _assert_close(dt, dt_r, 1e-7, 1e-4, "d teacher")
@@ -147,7 +148,7 @@ def test_ignore_index():
     y[[1, 4, 5]] = -100
     w = (2.0, 0.5, 1.33, 0.5)
     g = torch.tensor(1.3, device=DEVICE)
-    loss, dt, ds = _run(logit_loss, t, s, y, w, g)
+    loss, dt, ds = _run(fused_logit_loss, t, s, y, w, g)
     loss_r, dt_r, ds_r = _run(logit_loss, t, s, y, w, g)
     _assert_close(loss, loss_r, _loss_atol(w[0]), 1e-5, "loss")
     _assert_close(dt, dt_r, 1e-7, 1e-4, "d teacher")
@@ -159,8 +160,8 @@ def test_out_of_range_target_gives_nan():
     nan instead of a silently wrong number."""
     t, s = _make_logits(4, 10, torch.float32)
     y = torch.tensor([1, 10, 3, -100], device=DEVICE)
-    assert torch.isnan(logit_loss(t, s, y, 1.0, 0.0, 1.33, 0.5))
-    assert torch.isfinite(logit_loss(t, s, y, 20.0, 1.0, 0.0, 0.0))  # no CE term: targets unused
+    assert torch.isnan(fused_logit_loss(t, s, y, 1.0, 0.0, 1.33, 0.5))
+    assert torch.isfinite(fused_logit_loss(t, s, y, 20.0, 1.0, 0.0, 0.0))  # no CE term: targets unused
 
 
 def test_no_grad_and_strided_inputs():
@@ -170,7 +171,7 @@ def test_no_grad_and_strided_inputs():
     t, s = wide_t[:, 7 : 7 + C], wide_s[:, 3 : 3 + C]
     y = torch.randint(0, C, (B,), device=DEVICE)
     w = (4.0, 1.0, 1.33, 0.5)
-    loss = logit_loss(t, s, y, *w)
+    loss = fused_logit_loss(t, s, y, *w)
     assert not loss.requires_grad
     _assert_close(loss, logit_loss(t, s, y, *w), _loss_atol(w[0]), 1e-5, "loss")
 
@@ -189,7 +190,7 @@ def test_outputs_fully_written(monkeypatch):
     w = (4.0, 0.7, 1.1, 0.3)
     g = torch.tensor(0.8, device=DEVICE)
     monkeypatch.setattr(torch, "empty", nan_empty)
-    loss, dt, ds = _run(logit_loss, t, s, y, w, g)
+    loss, dt, ds = _run(fused_logit_loss, t, s, y, w, g)
     monkeypatch.undo()
     assert torch.isfinite(loss) and torch.isfinite(dt.float()).all() and torch.isfinite(ds.float()).all()
     loss_r, dt_r, ds_r = _run(logit_loss, t, s, y, w, g)
@@ -206,7 +207,7 @@ def test_gradcheck_fp64():
     s[0] = t[0].detach() * 0.5  # at least one row whose argmaxes agree
     s.requires_grad_()
     y = torch.randint(0, C, (B,), device=DEVICE)
-    assert torch.autograd.gradcheck(lambda a, b: logit_loss(a, b, y, 3.0, 0.7, 1.1, 0.3), (t, s))
+    assert torch.autograd.gradcheck(lambda a, b: fused_logit_loss(a, b, y, 3.0, 0.7, 1.1, 0.3), (t, s))
 
 
 def test_opcheck():
@@ -229,7 +230,7 @@ def test_compile_fullgraph(w):
     y = torch.randint(0, C, (B,), device=DEVICE)
 
     def fn(a, b, targets):
-        return logit_loss(a, b, targets, *w) * 2.0
+        return fused_logit_loss(a, b, targets, *w) * 2.0
 
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     g = torch.tensor(0.9, device=DEVICE)
@@ -244,10 +245,10 @@ def test_input_errors():
     t, s = _make_logits(4, 10, torch.float32)
     y = torch.randint(0, 10, (4,), device=DEVICE)
     with pytest.raises(ValueError, match="differ in shape"):
-        logit_loss(t, s[:, :9], y, 1.0, 1.0, 0.0, 0.0)
+        fused_logit_loss(t, s[:, :9], y, 1.0, 1.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="targets must be"):
-        logit_loss(t, s, y[:3], 1.0, 1.0, 0.0, 0.0)
+        fused_logit_loss(t, s, y[:3], 1.0, 1.0, 0.0, 0.0)
     with pytest.raises(TypeError, match="targets must be int64"):
-        logit_loss(t, s, y.float(), 1.0, 1.0, 0.0, 0.0)
+        fused_logit_loss(t, s, y.float(), 1.0, 1.0, 0.0, 0.0)
     with pytest.raises(ValueError, match="temperature"):
-        logit_loss(t, s, y, 0.0, 1.0, 0.0, 0.0)
+        fused_logit_loss(t, s, y, 0.0, 1.0, 0.0, 0.0)

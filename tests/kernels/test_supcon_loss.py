@@ -11,7 +11,8 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-from fastcae.kernels.supcon_loss import supcon_loss, supcon_loss_backward, supcon_loss_forward  # noqa: E402
+from fastcae.kernels.supcon_loss import supcon_loss as fused_supcon_loss  # noqa: E402
+from fastcae.kernels.supcon_loss import supcon_loss_backward, supcon_loss_forward  # noqa: E402
 from fastcae.losses import supcon_loss  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
@@ -61,7 +62,7 @@ def _assert_close(actual, expected, atol, rtol, what):
 
 def _check(z, y, tau, atol, rtol, g=None):
     g = torch.rand((), device=DEVICE) * 2 + 0.5 if g is None else g  # grad_output != 1
-    loss, dz = _run(supcon_loss, z, y, tau, g)
+    loss, dz = _run(fused_supcon_loss, z, y, tau, g)
     loss_r, dz_r = _run(supcon_loss, z, y, tau, g)
     assert loss.dtype == torch.float32 and loss.shape == ()
     assert dz.dtype == z.dtype and dz.shape == z.shape
@@ -140,7 +141,7 @@ def test_outputs_fully_written(monkeypatch):
     g = torch.tensor(0.7, device=DEVICE)
     monkeypatch.setattr(torch, "empty", lambda *a, **k: poison(real_empty(*a, **k)))
     monkeypatch.setattr(torch, "empty_like", lambda *a, **k: poison(real_empty_like(*a, **k)))
-    loss, dz = _run(supcon_loss, z, y, 0.1, g)
+    loss, dz = _run(fused_supcon_loss, z, y, 0.1, g)
     monkeypatch.undo()
     assert torch.isfinite(loss) and torch.isfinite(dz).all()
     loss_r, dz_r = _run(supcon_loss, z, y, 0.1, g)
@@ -153,7 +154,7 @@ def test_gradcheck_fp64():
     B, d = 7, 5
     z = _make_z(B, d, torch.float64).requires_grad_()
     y = torch.tensor([0, 0, 1, 1, 1, 2, 3], device=DEVICE)  # anchors 5 and 6 have no positive
-    assert torch.autograd.gradcheck(lambda a: supcon_loss(a, y, 0.5), (z,))
+    assert torch.autograd.gradcheck(lambda a: fused_supcon_loss(a, y, 0.5), (z,))
 
 
 def test_opcheck():
@@ -175,7 +176,7 @@ def test_compile_fullgraph():
     y = _labels("variants", B).to(DEVICE)
 
     def fn(a, labels, tau):
-        return supcon_loss(a, labels, tau) * 3.0
+        return fused_supcon_loss(a, labels, tau) * 3.0
 
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     g = torch.tensor(0.9, device=DEVICE)
@@ -189,10 +190,10 @@ def test_input_errors():
     z = _make_z(4, 16, torch.float32)
     y = torch.arange(4, device=DEVICE)
     with pytest.raises(ValueError, match="labels must be"):
-        supcon_loss(z, y[:3])
+        fused_supcon_loss(z, y[:3])
     with pytest.raises(ValueError, match="d <= 256"):
-        supcon_loss(_make_z(4, 300, torch.float32), y)
+        fused_supcon_loss(_make_z(4, 300, torch.float32), y)
     with pytest.raises(TypeError, match="labels must be integers"):
-        supcon_loss(z, y.float())
+        fused_supcon_loss(z, y.float())
     with pytest.raises(ValueError, match="temperature"):
-        supcon_loss(z, y, -1.0)
+        fused_supcon_loss(z, y, -1.0)
