@@ -10,9 +10,9 @@ import platform
 
 import pytest
 import torch
+from scales import DEVICE  # benchmarks/ is on sys.path (rootdir conftest)
 
 from fastcae.utils import versions
-from scales import DEVICE  # benchmarks/ is on sys.path (rootdir conftest)
 
 # On CPU, Triton kernels only run through the interpreter (slow, not a performance path): the fused cases
 # skip there. Setting TRITON_INTERPRET here would make CPU timings meaningless, so it is never set.

@@ -24,7 +24,7 @@ $PY -c "import fastcae" 2>/dev/null || $PY -m pip install -q --no-deps --no-buil
 case "$part" in
   tests)
     nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.csv" 2>&1
-    $PY -m pytest -q -p no:cacheprovider tests/kernels tests/test_compiled.py tests/test_fused_end_to_end.py \
+    $PY -m pytest -q -p no:cacheprovider tests/kernels tests/test_steps.py tests/test_fused_end_to_end.py \
         tests/test_profiling.py 2>&1 | tail -40 > "$OUT/tests.txt"
     tail -3 "$OUT/tests.txt"
     ;;

@@ -17,7 +17,7 @@ import tempfile
 
 import torch
 
-from fastcae.demo import run_demo
+from fastcae.apps.demo import run_demo
 from fastcae.utils import versions
 
 

@@ -23,10 +23,9 @@ import torch
 
 from fastcae import ops
 from fastcae.config import make_config
+from fastcae.datasets import DATASETS
 from fastcae.loop import DistillRun
 from fastcae.models import create_model
-from fastcae.datasets import DATASETS
-
 
 # The benchmarks' device (benchmarks/conftest.py takes it from here): defined here, not in the conftest, so
 # that scripts outside pytest (benchmarks/gpu_check.py) import it without picking up some other conftest.

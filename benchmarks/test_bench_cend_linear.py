@@ -4,7 +4,7 @@ Shape: the real run's B = 400 samples, D = 512 embedding dims (CLIP ViT-B/32), O
 body's first Linear), training mode (batch statistics, running-stat update). Backends:
 - ``eager``: ``cend_linear_reference`` after drawing the noise, either with torch's own RNG
   (``torch_rng``: ``torch.rand`` + ``torch.randn`` + ``transform_uniform``, what a plain eager generator does)
-  or with the counter-based RNG (``counter``: ``fastcae.cend.counter_noise``, the fused op's exact noise);
+  or with the counter-based RNG (``counter``: ``fastcae.synthesis.cend.counter_noise``, the fused op's exact noise);
 - ``compiled``: ``torch.compile`` (inductor) of the same function;
 - ``fused``: ``fastcae.kernels.cend_linear`` (noise drawn in registers, no [B, D] tensor), CUDA only.
 ``bf16`` runs fp32 parameters under bf16 autocast (the Linear in bf16), as the generator does. On a CPU
@@ -20,9 +20,9 @@ Run: ``pytest benchmarks/test_bench_cend_linear.py --benchmark-only``.
 
 import pytest
 import torch
-
 from conftest import DEVICE, FLOAT_DTYPES, requires_cuda, sync
-from fastcae.cend import cend_linear_reference, counter_noise, transform_uniform
+
+from fastcae.synthesis.cend import cend_linear_reference, counter_noise, transform_uniform
 
 B, D = 400, 512
 O = 8192 if DEVICE == "cuda" else 1024

@@ -22,12 +22,12 @@ from conftest import DEVICE, sync
 from scales import SCALE, backend_params, build_run, kernels_for
 
 from fastcae import distill
+from fastcae.apps.data import load_digits
+from fastcae.apps.demo import digits_teacher
 from fastcae.config import DEFAULT_G_STEPS, PRESETS
-from fastcae.data import load_digits
 from fastcae.datasets import DIGIT_NAMES
-from fastcae.demo import digits_teacher
-from fastcae.embeddings import EncoderUnavailable, class_embeddings
 from fastcae.models import create_model
+from fastcae.synthesis.embeddings import EncoderUnavailable, class_embeddings
 
 PARADIGMS = ["cae", "nayer", "fast"]
 ROUNDS = 10 if DEVICE == "cuda" else 3

@@ -26,8 +26,8 @@ from conftest import DEVICE, sync
 from prior_design import PNGPool
 
 from fastcae.augment import Augment
-from fastcae.pool import SyntheticPool
 from fastcae.datasets import DATASETS
+from fastcae.pool import SyntheticPool
 
 IMAGE_SHAPE = (3, 32, 32)
 NUM_CLASSES = 10

@@ -19,7 +19,6 @@ import torch
 from conftest import DEVICE, sync
 from scales import SCALE, backend_params, build_run, kernels_for
 
-
 PARADIGMS = ["cae", "nayer", "fast"]
 ROUNDS = 30 if DEVICE == "cuda" else 5
 

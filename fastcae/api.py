@@ -19,15 +19,15 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from . import ops
-from .bn_hooks import teacher_bn_layers
+from .bn_stats import teacher_bn_layers
 from .config import DistillConfig, make_config
-from .embeddings import class_embeddings
+from .datasets import DATASETS
 from .loop import DistillRun, EvalSet, freeze, train
 from .plan import describe_estimate, explicit_schedule, measure_costs, plan_schedule, synthesis_defaults
 from .pool import SyntheticPool
-from .datasets import DATASETS
 from .presets import get_preset, is_pair_preset
 from .steps import resolve_precision
+from .synthesis.embeddings import class_embeddings
 from .utils import eval_mode
 
 # Without a pair preset, distill assumes CIFAR-10-like input unless told otherwise (the historical default).

@@ -2,7 +2,7 @@
 
 Images come in [0, 1], as the generator produces them; the teacher's mean/std are applied here, so the
 same normalisation serves synthetic and real images. How well a model's features transfer to another task
-(linear probe, fine-tuning) is ``fastcae.transfer``, above the training loops it uses.
+(linear probe, fine-tuning) is ``fastcae.apps.transfer``, above the training loops it uses.
 """
 
 from __future__ import annotations

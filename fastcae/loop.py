@@ -20,7 +20,7 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from .bn_hooks import BNStatsLoss
+from .bn_stats import BNStatsLoss
 from .config import DistillConfig
 from .evaluate import accuracy
 from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consistency

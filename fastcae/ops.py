@@ -1,7 +1,7 @@
 """THE KERNEL SEAM: every loss and fused op of the hot path is called through here.
 
 Each function routes to a fused Triton kernel (``fastcae.kernels``) or to its PyTorch reference
-(``fastcae.losses`` / ``fastcae.cend``), which is the one definition of the math:
+(``fastcae.losses`` / ``fastcae.synthesis.cend``), which is the one definition of the math:
 
 - ``auto`` (default): CUDA tensors go to Triton; CPU tensors go to the reference, or to Triton when
   ``TRITON_INTERPRET=1`` (the interpreter, used by the tests);
@@ -30,7 +30,7 @@ import torch
 from torch import Tensor
 
 from . import losses
-from .cend import cend_linear_reference
+from .synthesis.cend import cend_linear_reference
 
 BACKENDS = ("auto", "triton", "reference")
 _backend = os.environ.get("FASTCAE_KERNELS", "auto")
@@ -239,8 +239,8 @@ def bn_stats_loss(x, running_mean, running_var, ema_mean, ema_var, ema_weight):
 
 def supcon_loss(z, labels, temperature):
     """CNCL's supervised-contrastive loss: see ``losses.supcon_loss``."""
-    return _run("supcon_loss", lambda *a: _kernel("supcon_loss").supcon_loss(*a), losses.supcon_loss, (z, labels, float(temperature)),
-                z)
+    return _run("supcon_loss", lambda *a: _kernel("supcon_loss").supcon_loss(*a), losses.supcon_loss,
+                (z, labels, float(temperature)), z)
 
 
 def cend_linear(embeddings, targets, source_ids, magnitudes, scale, noise_state, noise, bn_weight, bn_bias,
@@ -249,7 +249,7 @@ def cend_linear(embeddings, targets, source_ids, magnitudes, scale, noise_state,
 
     The fused kernel draws the noise in registers from ``noise_state`` (an int64 ``[2]`` device tensor,
     (seed, offset)); the reference takes the same noise precomputed as ``noise [B, D]``
-    (``fastcae.cend.counter_noise``), so both paths agree.
+    (``fastcae.synthesis.cend.counter_noise``), so both paths agree.
     """
     args = (embeddings, targets, source_ids, magnitudes, scale, noise_state, noise, bn_weight, bn_bias, running_mean,
             running_var, training, momentum, eps, weight, bias)
@@ -267,7 +267,7 @@ def _cend_linear_fused(embeddings, targets, source_ids, magnitudes, scale, noise
 def _cend_linear_reference(embeddings, targets, source_ids, magnitudes, scale, noise_state, noise, bn_weight,
                            bn_bias, running_mean, running_var, training, momentum, eps, weight, bias):
     if noise is None and noise_state is not None:  # the fused kernel failed after the caller skipped the noise
-        from .cend import counter_noise
+        from .synthesis.cend import counter_noise
 
         seed, offset = (int(v) for v in noise_state.tolist())
         noise = counter_noise(seed, offset, source_ids, embeddings.shape[1])

@@ -21,10 +21,17 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from .cend import CEND, MagnitudeSchedule, balanced_targets, canonical_magnitudes, canonical_sources, round_robin_sources
 from .config import PARADIGMS, DistillConfig
-from .generator import CENDInput, Generator, LatentInput, NoisyLayerInput
 from .steps import Steps, accumulate
+from .synthesis.cend import (
+    CEND,
+    MagnitudeSchedule,
+    balanced_targets,
+    canonical_magnitudes,
+    canonical_sources,
+    round_robin_sources,
+)
+from .synthesis.generator import CENDInput, Generator, LatentInput, NoisyLayerInput
 
 
 @dataclass

@@ -152,7 +152,7 @@ def bn_noise_level(teacher: nn.Module, image_shape, mean, std, device, batch: in
     MobileNetV3, whose sum is 385 even on its own training images. At NAYER's weight of 10 the MobileNetV3's
     term was a thousand times the cross-entropy, and the generator never became class-conditional."""
     from .augment import Augment
-    from .bn_hooks import BNStatsLoss
+    from .bn_stats import BNStatsLoss
 
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.rand(batch, *image_shape, generator=g).to(device)
@@ -199,7 +199,7 @@ def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, em
     sizes with the run's own code paths, on copies of the student and a throwaway generator. The random
     state is restored afterwards, so measuring changes nothing the run will do. A batch size that runs out
     of memory is dropped (halved, down to 16), and the note says so."""
-    from .bn_hooks import BNStatsLoss
+    from .bn_stats import BNStatsLoss
     from .paradigms import create_synthesizer
     from .steps import StepContext, Steps, contrastive_parts, make_augment
 

@@ -54,7 +54,7 @@ from torch import Tensor, nn
 
 from . import ops
 from .augment import Augment
-from .bn_hooks import BNStatsLoss
+from .bn_stats import BNStatsLoss
 from .config import COMPILE_MODES, DistillConfig
 from .models.features import FeatureTap, features_and_logits, has_feature_api, num_features
 

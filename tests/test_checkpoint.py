@@ -6,8 +6,8 @@ import warnings
 import pytest
 import torch
 
-from fastcae import distill
 from fastcae import checkpoint as ckpt
+from fastcae import distill
 from fastcae.config import make_config
 from fastcae.loop import DistillRun
 from tests.helpers import TINY, tiny_classifier, trained_like_teacher

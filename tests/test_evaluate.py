@@ -1,14 +1,14 @@
-"""Accuracy, and the transferability tools (``fastcae.transfer``): frozen features, the linear probe and
+"""Accuracy, and the transferability tools (``fastcae.apps.transfer``): frozen features, the linear probe and
 fine-tuning, with clear errors on bad splits."""
 
 import pytest
 import torch
 from torch import nn
 
-from fastcae.data import ImageSplit
+from fastcae.apps.data import ImageSplit
+from fastcae.apps.transfer import extract_features, fine_tune, linear_probe, replace_head
 from fastcae.evaluate import accuracy
 from fastcae.models import create_model
-from fastcae.transfer import extract_features, fine_tune, linear_probe, replace_head
 from fastcae.utils import eval_mode
 
 MEAN, STD = (0.5,), (0.5,)

@@ -19,7 +19,7 @@ import pytest
 import torch
 
 from fastcae import distill, ops
-from fastcae.cend import counter_noise
+from fastcae.synthesis.cend import counter_noise
 from tests.helpers import TINY, tiny_classifier, trained_like_teacher
 
 pytest.importorskip("triton")

@@ -6,10 +6,19 @@ import pytest
 import torch
 
 from fastcae import distill
-from fastcae.plan import (BudgetTooSmall, StepCosts, estimate_seconds, explicit_schedule, minimum_budget,
-                          plan_schedule, revise_student_steps)
-from fastcae.plan import MAX_EPOCH_STEPS, SAFETY, _epoch_seconds
 from fastcae.config import DistillConfig
+from fastcae.plan import (
+    MAX_EPOCH_STEPS,
+    SAFETY,
+    BudgetTooSmall,
+    StepCosts,
+    _epoch_seconds,
+    estimate_seconds,
+    explicit_schedule,
+    minimum_budget,
+    plan_schedule,
+    revise_student_steps,
+)
 from tests.helpers import tiny_classifier, trained_like_teacher
 
 SHAPE = dict(image_shape=(1, 8, 8), mean=(0.5,), std=(0.5,))
@@ -145,9 +154,9 @@ def test_planned_run_decides_flip_from_the_teacher_after_warm_up():
 
 
 def test_out_of_memory_while_measuring_falls_back_to_a_smaller_batch_and_says_so(monkeypatch):
-    from fastcae.embeddings import class_embeddings
     from fastcae.paradigms import CAESynthesizer
     from fastcae.plan import measure_costs
+    from fastcae.synthesis.embeddings import class_embeddings
 
     real = CAESynthesizer.synthesize
 

@@ -8,12 +8,12 @@ from torch import nn
 
 import fastcae.api
 from fastcae import distill
-from fastcae.cli import load_weights, main
+from fastcae.apps.cli import load_weights, main
 from fastcae.config import PRESETS, make_config
-from fastcae.models import create_model, list_models
 from fastcae.datasets import CIFAR10_CLASSES, CIFAR100_CLASSES
+from fastcae.models import create_model, list_models
 from fastcae.presets import get_preset, list_pair_presets, list_presets
-from tests.helpers import TINY, trained_like_teacher, tiny_classifier
+from tests.helpers import TINY, tiny_classifier, trained_like_teacher
 
 PAIRS = ["resnet34-resnet18", "vgg11_bn-resnet18", "wrn40_2-wrn16_1", "wrn40_2-wrn40_1", "wrn40_2-wrn16_2"]
 

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastcae.data import ImageSplit, load_digits
+from fastcae.apps.data import ImageSplit, load_digits
 from fastcae.datasets import DIGIT_NAMES
 
 

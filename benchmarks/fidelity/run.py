@@ -27,11 +27,11 @@ from pathlib import Path
 import torch
 
 from fastcae import distill
+from fastcae.apps.demo import noise_kd_baseline
+from fastcae.apps.teacher import train_classifier
 from fastcae.atomic import atomic_write
-from fastcae.demo import noise_kd_baseline
-from fastcae.embeddings import default_cache_dir
 from fastcae.evaluate import accuracy
-from fastcae.teacher import train_classifier
+from fastcae.synthesis.embeddings import default_cache_dir
 from fastcae.utils import versions
 
 from .cases import CASES, Case

@@ -7,7 +7,7 @@
 - ``supcon_loss``: ``ops.supcon_loss`` (CNCL's supervised-contrastive loss without the B x B similarity
   matrix); reference ``fastcae.losses.supcon_loss``.
 - ``cend_linear``: ``ops.cend_linear`` (the ``cae`` generator's CEND front: gather + counter noise + diffuse +
-  BatchNorm1d + first Linear); reference ``fastcae.cend.cend_linear_reference``.
+  BatchNorm1d + first Linear); reference ``fastcae.synthesis.cend.cend_linear_reference``.
 
 and two that are not ops: ``shared`` (what every kernel module takes from one place: the interpreter flag,
 SM counts, accumulation dtypes, the dtype and device checks and their exception, round-to-nearest division

@@ -4,7 +4,7 @@
     y      = (v - mu) * rsqrt(var + eps) * gamma + beta   batch statistics (training) or running (eval)
     h      = y @ W^T + bias                               [B, O]
 
-Reference: ``fastcae.cend.cend_linear_reference(..., noise=counter_noise(seed, offset, source_ids, D), ...)``,
+Reference: ``fastcae.synthesis.cend.cend_linear_reference(..., noise=counter_noise(seed, offset, source_ids, D), ...)``,
 including F.batch_norm's in-place running-stat update when training (done by the Python wrapper from the batch
 statistics the op returns). The noise ``q`` and the diffused ``v`` (and ``y``) live only in registers: they
 are regenerated from Philox counters wherever needed (one ``tl.philox`` call, as ``tl.randint4x`` makes it, gives
@@ -88,7 +88,7 @@ def _cend_noise(seed, counters, src):
     Equals ``transform_uniform(tl.rand(seed, c), tl.randn(seed, c), s)``: both come from the same Philox call
     (``tl.rand`` keeps word 0; ``tl.randn`` is Box-Muller on words 0 and 1).
     """
-    # tl.randint4x(seed, counters) as Triton >= 3.4 computes it for int64 counters (and fastcae.rng mirrors):
+    # tl.randint4x(seed, counters) as Triton >= 3.4 computes it for int64 counters (fastcae.synthesis.philox mirrors it):
     # Philox-4x32 on (lo32, hi32, 0, 0). Spelled out because Triton 3.2/3.3's randint4x runs a 64-bit Philox on
     # int64 counters instead (other numbers, and 64-bit words that _word_to_uniform cannot take).
     lo = counters.to(tl.uint32)
@@ -404,7 +404,7 @@ def _check_inputs(embeddings, targets, source_ids, magnitudes, scale, noise_stat
     devices = {t.device for t in tensors + ([bias] if bias is not None else [])}
     if len(devices) != 1:
         raise ValueError(f"cend_linear: all tensors must be on one device, got {sorted(map(str, devices))}")
-    check_device("cend_linear", "weight", weight, "fastcae.cend.cend_linear_reference")
+    check_device("cend_linear", "weight", weight, "fastcae.synthesis.cend.cend_linear_reference")
 
 
 def cend_linear_forward(
@@ -622,7 +622,7 @@ def cend_linear(
         noise_state = torch.tensor([int(seed), int(offset)], dtype=torch.int64, device=embeddings.device)
     if torch.is_grad_enabled() and (embeddings.requires_grad or magnitudes.requires_grad or scale.requires_grad):
         raise NotImplementedError("cend_linear: embeddings, magnitudes and scale are buffers (no gradient); "
-                                  "use fastcae.cend.cend_linear_reference to differentiate through them")
+                                  "use fastcae.synthesis.cend.cend_linear_reference to differentiate through them")
     if bn_weight is None:  # BatchNorm1d(affine=False)
         bn_weight = torch.ones(D, device=embeddings.device, dtype=torch.float32)
     if bn_bias is None:

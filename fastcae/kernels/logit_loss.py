@@ -4,10 +4,11 @@
          - adv_w * mean_i [argmax t_i == argmax s_i] * KL(p_t || p_s)   (generator step: adversarial)
          + ce_w * CE(t, targets)                                        (generator step: teacher CE)
 
-Reference: ``fastcae.losses.logit_loss`` (one definition of the math; ``logit_loss`` here has the same signature,
-value and gradients; custom ops ``fastcae::logit_loss`` and ``fastcae::logit_loss_backward``). Shapes: ``teacher_logits``, ``student_logits`` ``[B, C]``
-(fp32, bf16 or fp16; fp64 is computed in fp64, for gradcheck), ``targets`` ``[B]`` integer (``-100`` is
-ignored, as in ``F.cross_entropy``; a target outside ``[0, C)`` makes the loss nan where the reference raises).
+Reference: ``fastcae.losses.logit_loss`` (one definition of the math; ``logit_loss`` here has the same
+signature, value and gradients; custom ops ``fastcae::logit_loss`` and ``fastcae::logit_loss_backward``).
+Shapes: ``teacher_logits``, ``student_logits`` ``[B, C]`` (fp32, bf16 or fp16; fp64 is computed in fp64, for
+gradcheck), ``targets`` ``[B]`` integer (``-100`` is ignored, as in ``F.cross_entropy``; a target outside
+``[0, C)`` makes the loss nan where the reference raises).
 Returns a 0-d fp32 loss (fp64 when an input is fp64).
 
 Bytes-moved floor (elt = bytes per logit): the forward must read both logit matrices once,
@@ -27,7 +28,6 @@ contribute exactly 0 in the reference too.
 """
 
 from __future__ import annotations
-
 
 import torch
 import triton

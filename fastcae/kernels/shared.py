@@ -29,7 +29,6 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-
 # --- runtime ---------------------------------------------------------------------------------------------
 
 

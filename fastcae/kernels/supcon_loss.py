@@ -28,7 +28,6 @@ program owns its rows of ``dz``: no atomics, deterministic.
 
 from __future__ import annotations
 
-
 import torch
 import triton
 import triton.language as tl

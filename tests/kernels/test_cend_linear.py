@@ -11,12 +11,12 @@ pytest.importorskip("triton")
 
 from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
 
-from fastcae.cend import cend_linear_reference, counter_noise  # noqa: E402
 from fastcae.kernels.cend_linear import (  # noqa: E402
     cend_linear,
     cend_linear_backward,
     cend_linear_forward,
 )
+from fastcae.synthesis.cend import cend_linear_reference, counter_noise  # noqa: E402
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NUM_CLASSES, NUM_SOURCES = 7, 4

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from fastcae import losses, ops
-from fastcae.cend import cend_linear_reference, counter_noise
+from fastcae.synthesis.cend import cend_linear_reference, counter_noise
 
 
 @pytest.fixture(autouse=True)

@@ -5,7 +5,7 @@ import torch
 from torch import nn
 
 from fastcae import losses
-from fastcae.bn_hooks import BNStatsLoss
+from fastcae.bn_stats import BNStatsLoss
 
 
 def _teacher():

@@ -5,8 +5,13 @@ import math
 import pytest
 import torch
 
-from fastcae.cend import (
-    CEND, NOISE_SOURCES, MagnitudeSchedule, balanced_targets, counter_noise, round_robin_sources,
+from fastcae.synthesis.cend import (
+    CEND,
+    NOISE_SOURCES,
+    MagnitudeSchedule,
+    balanced_targets,
+    counter_noise,
+    round_robin_sources,
 )
 
 

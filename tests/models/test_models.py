@@ -14,8 +14,8 @@ from fastcae.models import (
     model_default_cfg,
     num_features,
     register_model,
+    registry,
 )
-from fastcae.models import registry
 from fastcae.models.cifar import WideResNet
 
 ALL = list_models()

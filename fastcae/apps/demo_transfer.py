@@ -15,14 +15,14 @@ from pathlib import Path
 
 import torch
 
-from .api import distill
+from ..api import distill
+from ..datasets import DIGIT_NAMES
+from ..evaluate import accuracy
+from ..models import create_model
+from ..utils import versions
 from .data import ImageSplit, load_digits
-from .datasets import DIGIT_NAMES
-from .evaluate import accuracy
-from .models import create_model
 from .teacher import train_classifier
 from .transfer import linear_probe
-from .utils import versions
 
 SOURCE, TARGET = range(5), range(5, 10)
 VARIANTS = {
@@ -111,7 +111,7 @@ def format_transfer_table(summary: dict) -> str:
     return "\n".join(lines)
 
 
-if __name__ == "__main__":  # python -m fastcae.demo_transfer [shots]  (about 6 minutes on 2 CPU cores)
+if __name__ == "__main__":  # python -m fastcae.apps.demo_transfer [shots]  (about 6 minutes on 2 CPU cores)
     import sys
 
     shots = int(sys.argv[1]) if len(sys.argv) > 1 else None

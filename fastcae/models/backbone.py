@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .models.cifar import VGG, ResNet, WideResNet
-from .models.small import SmallConvNet
-from .utils import eval_mode
+from ..utils import eval_mode
+from .cifar import VGG, ResNet, WideResNet
+from .small import SmallConvNet
 
 
 def _first_conv(model: nn.Module) -> nn.Conv2d:
@@ -285,8 +285,8 @@ def detection_model(student: nn.Module, num_classes: int, *, min_size: int = 64,
     extra keywords go to ``FasterRCNN`` and override them (``box_score_thresh``, ...).
     """
     from torchvision.models.detection import FasterRCNN
-    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.models.detection.anchor_utils import AnchorGenerator
+    from torchvision.models.detection.faster_rcnn import FastRCNNPredictor, TwoMLPHead
     from torchvision.ops import MultiScaleRoIAlign
 
     body = FeatureBackbone(student, return_stages, input_downscale=input_downscale, example_size=min_size)

@@ -18,12 +18,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .atomic import atomic_write
-from .augment import Augment
-from .checkpoint import CheckpointError, read_payload, rng_state, set_rng_state
+from ..atomic import atomic_write
+from ..augment import Augment
+from ..checkpoint import CheckpointError, read_payload, rng_state, set_rng_state
+from ..evaluate import accuracy
+from ..utils import versions
 from .data import ImageSplit
-from .evaluate import accuracy
-from .utils import versions
 
 
 def train_classifier(

@@ -49,7 +49,7 @@ from typing import Protocol, runtime_checkable
 import torch
 from torch import Tensor
 
-from .atomic import atomic_write
+from ..atomic import atomic_write
 
 __all__ = [
     "EncoderUnavailable",

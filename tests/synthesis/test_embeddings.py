@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 import torch
 
-import fastcae.embeddings as emb
-from fastcae.embeddings import (
+import fastcae.synthesis.embeddings as emb
+from fastcae.synthesis.embeddings import (
     CLIPTextEncoder,
     EncoderUnavailable,
     MiniLMEncoder,

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import torch
 
-from .checkpoint import load_weights
-from .config import DistillConfig
-from .datasets import DATASETS
-from .presets import PAIR_PRESETS, format_presets_table, get_preset, list_presets
+from ..checkpoint import load_weights
+from ..config import DistillConfig
+from ..datasets import DATASETS
+from ..presets import PAIR_PRESETS, format_presets_table, get_preset, list_presets
 from .teacher import TeacherCheckpointError
 
 
@@ -154,8 +154,8 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_distill(args) -> int:
-    from .api import distill
-    from .models import create_model
+    from ..api import distill
+    from ..models import create_model
 
     if args.list_presets:
         print(format_presets_table())
@@ -209,7 +209,7 @@ def _cmd_distill(args) -> int:
 
 def _cmd_profile(args) -> int:
     """``fastcae distill`` (or the demo, without a teacher) with the report on; prints the summary."""
-    from .profiling import format_report_summary
+    from ..profiling import format_report_summary
 
     out = Path(args.out)
     report = Path(args.report) if args.report else out / "profile.json"
@@ -234,8 +234,8 @@ def _cmd_presets(args) -> int:
 
 
 def _cmd_train_teacher(args) -> int:
+    from ..models import create_model, list_models
     from . import data
-    from .models import create_model, list_models
     from .teacher import TeacherRecipe, train_teacher
 
     if args.model not in list_models():  # before the (slow) data loading
@@ -269,7 +269,7 @@ def _cmd_train_teacher(args) -> int:
 
 
 def _cmd_transfer(args) -> int:
-    from .models import create_model, model_default_cfg
+    from ..models import create_model, model_default_cfg
     from .transfer import format_results, load_transfer_dataset, run_transfer
 
     student = load_weights(create_model(args.student_model, num_classes=args.num_classes, in_chans=args.in_chans),

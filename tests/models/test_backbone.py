@@ -5,8 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from fastcae.backbone import FeatureBackbone, detection_model, segmentation_model
 from fastcae.models import create_model
+from fastcae.models.backbone import FeatureBackbone, detection_model, segmentation_model
 
 
 def _first_conv(model):

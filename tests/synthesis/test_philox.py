@@ -1,9 +1,9 @@
-"""fastcae.rng against Triton's own tl.rand / tl.randn (interpreted on CPU, compiled on a GPU)."""
+"""fastcae.synthesis.philox against Triton's own tl.rand / tl.randn (interpreted on CPU, compiled on a GPU)."""
 
 import pytest
 import torch
 
-from fastcae.rng import philox_rand, philox_rand_randn, philox_randn
+from fastcae.synthesis.philox import philox_rand, philox_rand_randn, philox_randn
 
 triton = pytest.importorskip("triton")
 tl = pytest.importorskip("triton.language")

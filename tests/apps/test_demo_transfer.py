@@ -2,7 +2,7 @@
 
 import torch
 
-from fastcae.demo_transfer import format_transfer_table, run_transfer_demo
+from fastcae.apps.demo_transfer import format_transfer_table, run_transfer_demo
 
 
 def test_transfer_demo_smoke(tmp_path):
@@ -18,8 +18,8 @@ def test_transfer_demo_smoke(tmp_path):
 
 
 def test_few_shot_keeps_k_per_class():
-    from fastcae.data import load_digits
-    from fastcae.demo_transfer import few_shot
+    from fastcae.apps.data import load_digits
+    from fastcae.apps.demo_transfer import few_shot
 
     train, _ = load_digits(image_size=8)
     small = few_shot(train.subset(range(5, 10)), 3)

@@ -4,9 +4,9 @@ import json
 
 import torch
 
-from fastcae.cli import main
+from fastcae.apps.cli import main
+from fastcae.apps.transfer import load_transfer_dataset
 from fastcae.models import create_model
-from fastcae.transfer import load_transfer_dataset
 
 
 def test_cli_transfer_probe_and_finetune_write_json(tmp_path, capsys):

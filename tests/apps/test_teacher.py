@@ -5,9 +5,9 @@ import json
 import pytest
 import torch
 
-import fastcae.data
-from fastcae.cli import main
-from fastcae.data import ImageSplit
+import fastcae.apps.data
+from fastcae.apps.cli import main
+from fastcae.apps.data import ImageSplit
 
 
 def _tiny_split(n: int, seed: int) -> ImageSplit:
@@ -25,7 +25,7 @@ def tiny_cifar(monkeypatch):
         calls.append((name, train))
         return _tiny_split(48, 0) if train else _tiny_split(16, 1)
 
-    monkeypatch.setattr(fastcae.data, "load_torchvision", fake)
+    monkeypatch.setattr(fastcae.apps.data, "load_torchvision", fake)
     return calls
 
 
@@ -88,7 +88,7 @@ def test_a_corrupt_checkpoint_is_named(tiny_cifar, tmp_path, capsys):
 
 def test_a_missing_dataset_is_a_clear_error(tmp_path, capsys):
     with pytest.raises(FileNotFoundError, match="not found under"):
-        fastcae.data.load_torchvision("cifar10", str(tmp_path))
+        fastcae.apps.data.load_torchvision("cifar10", str(tmp_path))
     assert main(["train-teacher", "--dataset", "cifar10", "--model", "wrn16_1", "--data-root", str(tmp_path),
                  "--out", str(tmp_path / "t"), "--no-progress"]) == 2
     assert "dataset cifar10 not found under" in capsys.readouterr().err

@@ -18,7 +18,7 @@ import math
 import torch
 from torch import Tensor, nn
 
-from . import ops
+from .. import ops
 from .cend import CEND, counter_noise
 
 

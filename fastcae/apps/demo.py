@@ -16,16 +16,16 @@ from pathlib import Path
 
 import torch
 
-from .api import distill
-from .atomic import atomic_write
-from .config import PRESETS
+from ..api import distill
+from ..atomic import atomic_write
+from ..config import PRESETS
+from ..datasets import DIGIT_NAMES
+from ..evaluate import accuracy
+from ..models import create_model
+from ..synthesis.embeddings import default_cache_dir
+from ..utils import versions
 from .data import ImageSplit, load_digits
-from .datasets import DIGIT_NAMES
-from .embeddings import default_cache_dir
-from .evaluate import accuracy
-from .models import create_model
 from .teacher import train_classifier
-from .utils import versions
 
 TEACHER_EPOCHS = 30
 
@@ -59,9 +59,9 @@ def digits_teacher(train: ImageSplit, test: ImageSplit, mean, std, image_size: i
 def noise_kd_baseline(teacher, student, mean, std, steps: int, batch_size: int, temperature: float, lr: float,
                       image_shape, device="cpu", seed: int = 0):
     """KD on uniform-noise images: the library's own student step (KD only) and step count, no generator."""
-    from .augment import Augment
-    from .config import DistillConfig
-    from .steps import StepContext, Steps
+    from ..augment import Augment
+    from ..config import DistillConfig
+    from ..steps import StepContext, Steps
 
     torch.manual_seed(seed)
     student.to(device).train()

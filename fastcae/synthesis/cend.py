@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .config import NOISE_SOURCES, check_noise_sources
+from ..config import NOISE_SOURCES, check_noise_sources
 
 
 def balanced_targets(batch_size: int, num_classes: int, device=None) -> Tensor:
@@ -70,7 +70,7 @@ def counter_noise(seed: int, offset: int, source_ids: Tensor, dim: int) -> Tenso
     registers without ever writing it, and a resumed run draws the same noise as an uninterrupted one.
     The uniform and the normal share a counter; each row uses only one of them, so that is harmless.
     """
-    from .rng import philox_rand_randn
+    from .philox import philox_rand_randn
 
     b = source_ids.shape[0]
     offsets = offset + torch.arange(b * dim, device=source_ids.device, dtype=torch.int64).view(b, dim)

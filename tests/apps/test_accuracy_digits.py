@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from fastcae import distill
-from fastcae.data import load_digits
+from fastcae.apps.data import load_digits
+from fastcae.apps.demo import digits_teacher, noise_kd_baseline
 from fastcae.datasets import DIGIT_NAMES
-from fastcae.demo import digits_teacher, noise_kd_baseline
 from fastcae.evaluate import accuracy
 from fastcae.models import create_model
 

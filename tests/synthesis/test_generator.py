@@ -4,10 +4,10 @@ import pytest
 import torch
 from torch import nn
 
-from fastcae.cend import CEND
 from fastcae.config import make_config
-from fastcae.generator import CENDInput, Generator, GeneratorBody, LatentInput, NoisyLayerInput
 from fastcae.loop import DistillRun
+from fastcae.synthesis.cend import CEND
+from fastcae.synthesis.generator import CENDInput, Generator, GeneratorBody, LatentInput, NoisyLayerInput
 
 
 @pytest.mark.parametrize("shape", [(3, 32, 32), (1, 8, 12), (4, 16, 16)])
@@ -88,7 +88,8 @@ def test_each_paradigm_synthesises_labelled_batches(paradigm):
     synth = run.synth
     bn = teacher[1]
     stats = [bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone()]
-    before = {k: v.clone() for k, v in synth.generator.state_dict().items() if torch.is_tensor(v) and v.is_floating_point()}
+    before = {k: v.clone() for k, v in synth.generator.state_dict().items()
+              if torch.is_tensor(v) and v.is_floating_point()}
     batch = synth.synthesize(adv_weight=1.33)
     assert batch.images.shape == (20, 1, 8, 8) and not batch.images.requires_grad
     assert torch.equal(batch.labels, torch.arange(20) % 5)

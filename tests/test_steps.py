@@ -12,10 +12,10 @@ import torch
 import torch._dynamo.utils as dynamo_utils
 from helpers import TINY, tiny_classifier, trained_like_teacher
 
-from fastcae import distill, ops
 import fastcae.steps
-from fastcae.steps import Steps, resolve_mode
+from fastcae import distill, ops
 from fastcae.config import make_config
+from fastcae.steps import Steps, resolve_mode
 
 NAMES = [str(i) for i in range(5)]
 SHAPE = dict(image_shape=(1, 8, 8), mean=(0.5,), std=(0.5,))

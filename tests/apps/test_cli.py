@@ -4,7 +4,7 @@ import json
 
 import torch
 
-from fastcae.cli import main
+from fastcae.apps.cli import main
 from fastcae.models import create_model
 
 FAST = ["--set", "epochs=2", "--set", "warmup_epochs=1", "--set", "warmup_synth_batches=1", "--set", "g_steps=1",

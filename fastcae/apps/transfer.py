@@ -4,7 +4,7 @@
 Kept out of the CLI so the same steps (load a named downstream set, probe, fine-tune, tabulate) can be
 scripted. The datasets here are the ones that need no download; anything else goes through
 ``linear_probe`` / ``fine_tune`` directly with your own ``ImageSplit``s. This module sits above
-``fastcae.teacher`` (fine-tuning is its ``train_classifier``) and ``fastcae.evaluate`` (``accuracy``).
+``fastcae.apps.teacher`` (fine-tuning is its ``train_classifier``) and ``fastcae.evaluate`` (``accuracy``).
 """
 
 from __future__ import annotations
@@ -16,12 +16,11 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from ..evaluate import accuracy
+from ..models.features import _last_linear, features_and_logits
+from ..utils import channel_tensor, eval_mode, normalize
 from .data import ImageSplit, load_digits
-from .evaluate import accuracy
-from .models.features import _last_linear, features_and_logits
 from .teacher import train_classifier
-from .utils import channel_tensor, eval_mode, normalize
-
 
 # ------------------------------------------------------------------------------------ transferability
 # How good are a distilled student's features for a task it was never distilled on? A linear probe reads

@@ -1,0 +1,102 @@
+"""The shape of the package: imports point one way (README, "Where things live").
+
+Read statically from the source (lazy imports inside functions count too), so a new upward import or cycle
+fails here before it confuses a reader or an import order."""
+
+import ast
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1] / "fastcae"
+
+
+def _module_name(path: Path) -> tuple[str, bool]:
+    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    is_package = parts[-1] == "__init__"
+    return ".".join(parts[:-1] if is_package else parts), is_package
+
+
+def _imports() -> dict[str, set[str]]:
+    """fastcae module -> the fastcae modules it imports (a ``from X import name`` counts as X, or X.name when
+    that is a module)."""
+    files = {_module_name(p)[0]: p for p in ROOT.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        _, is_package = _module_name(path)
+        package = name if is_package else name.rpartition(".")[0]
+        found = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                found |= {a.name for a in node.names if a.name.split(".")[0] == "fastcae"}
+            elif isinstance(node, ast.ImportFrom):
+                if node.level:
+                    base = package.split(".")
+                    base = base[: len(base) - node.level + 1]
+                    target = ".".join(base + ([node.module] if node.module else []))
+                else:
+                    target = node.module or ""
+                if target.split(".")[0] != "fastcae":
+                    continue
+                subs = {f"{target}.{a.name}" for a in node.names if f"{target}.{a.name}" in files}
+                found |= subs or {target}
+        graph[name] = {m for m in found if m in files and m != name}
+    return graph
+
+
+GRAPH = _imports()
+
+
+def _in(module: str, *packages: str) -> bool:
+    return any(module == p or module.startswith(p + ".") for p in packages)
+
+
+def test_the_graph_is_read():
+    assert "fastcae.steps" in GRAPH["fastcae.loop"] and "fastcae.synthesis.cend" in GRAPH["fastcae.paradigms"]
+
+
+def test_no_import_cycles():
+    state: dict[str, int] = {}
+
+    def visit(m, path):
+        state[m] = 1
+        for n in GRAPH[m]:
+            if n == "fastcae" or n.endswith("__main__"):
+                continue
+            if state.get(n) == 1:
+                pytest.fail("import cycle: " + " -> ".join(path + [n]))
+            if n not in state:
+                visit(n, path + [n])
+        state[m] = 2
+
+    for module in GRAPH:
+        if module not in state:
+            visit(module, [module])
+
+
+@pytest.mark.parametrize("bottom", ["fastcae.config", "fastcae.datasets", "fastcae.utils", "fastcae.atomic",
+                                    "fastcae.losses"])
+def test_the_bottom_imports_nothing_of_fastcae(bottom):
+    assert GRAPH[bottom] <= {"fastcae"} if bottom == "fastcae.utils" else GRAPH[bottom] == set()
+
+
+def test_the_model_zoo_and_the_kernels_stand_alone():
+    for module, deps in GRAPH.items():
+        if _in(module, "fastcae.models"):
+            assert all(_in(d, "fastcae.models", "fastcae.datasets", "fastcae.utils") for d in deps), (module, deps)
+        if _in(module, "fastcae.kernels"):
+            assert all(_in(d, "fastcae.kernels") for d in deps), (module, deps)
+
+
+def test_nothing_below_imports_api_loop_or_apps():
+    top = {"fastcae.api": ("fastcae.apps", "fastcae.api"), "fastcae.loop": ("fastcae.apps", "fastcae.api",
+                                                                            "fastcae.loop")}
+    for module, deps in GRAPH.items():
+        if module in ("fastcae", "fastcae.__main__"):
+            continue
+        for d in deps:
+            if _in(d, "fastcae.apps"):
+                assert _in(module, "fastcae.apps"), f"{module} imports the app {d}"
+            for name, allowed in top.items():
+                if d == name:
+                    assert _in(module, *allowed), f"{module} imports {name}"
