@@ -81,7 +81,8 @@ def part_ops(out: Path, smoke: bool) -> None:
     for dtype in (torch.float32, torch.bfloat16):
         t, s = torch.randn(B, C, device=device, dtype=dtype), torch.randn(B, C, device=device, dtype=dtype)
         y = torch.randint(0, C, (B,), device=device)
-        cases.append(("logit_loss", dtype, lambda f, t=t, s=s, y=y: f(t, s, y, 20.0, 1.0, 0.0, 0.0), ("logits", s),
+        cases.append(("logit_loss", dtype, lambda f, t=t, s=s, y=y: f(t, s, y, temperature=20.0, kd_weight=1.0,
+                                                                     adv_weight=0.0, ce_weight=0.0), ("logits", s),
                       ops.logit_loss, losses.logit_loss, None))
         z = torch.nn.functional.normalize(torch.randn(B, 128, device=device), dim=1).to(dtype)
         lab = torch.randint(0, 10, (B,), device=device)

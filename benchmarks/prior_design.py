@@ -106,7 +106,8 @@ def prior_epoch(run, png: PNGPool, synth_batches: int, student_steps: int, num_w
             with torch.no_grad():
                 t_logits = run.teacher(x)
             s_logits = run.student(x)
-            loss = logit_loss(t_logits, s_logits, t_logits.argmax(1), cfg.temperature, 1.0, 0.0, 0.0)
+            loss = logit_loss(t_logits, s_logits, t_logits.argmax(1), temperature=cfg.temperature, kd_weight=1.0,
+                              adv_weight=0.0, ce_weight=0.0)
             run.optimizer.zero_grad(set_to_none=True)
             loss.backward()
             run.optimizer.step()

@@ -144,6 +144,33 @@ def hours_section(benches: list[dict]) -> list[str]:
         _table(["dataset", "backend", "ms per generator step", "ms per student step", "GPU-hours"], rows))
 
 
+def deploy_section(benches: list[dict]) -> list[str]:
+    inf = [b for b in benches if b["name"].startswith("test_inference[")]
+    if not inf:
+        return []
+    info = defaultdict(dict)  # (pair, role) -> what the network is and costs
+    for b in inf:
+        e = b["extra_info"]
+        key = (e["pair"], e["role"])
+        info[key].update(model=e["model"], params=e["params"], state=e["state_dict_bytes"], pt2=e["pt2_bytes"])
+        info[key][(e["form"], e["batch"])] = _median_ms(b)
+    cells = [(form, batch) for form in ("eager", "compiled", "exported") for batch in (1, 64)]
+    rows = []
+    for (pair, role), v in sorted(info.items(), key=lambda kv: (kv[0][0], kv[0][1] != "teacher")):
+        sizes = f"{v['state'] / 1e6:.1f} / {v['pt2'] / 1e6:.1f}"
+        row = [pair, f"{role}: {v['model']}", f"{v['params'] / 1e6:.2f} M", sizes]
+        row += [f"{v[c]:.2f}" if c in v else "n/a" for c in cells]
+        teacher = info.get((pair, "teacher"), {})
+        if role == "student" and ("exported", 64) in v and ("exported", 64) in teacher:
+            row.append(_ratio(teacher[("exported", 64)], v[("exported", 64)]))
+        else:
+            row.append("")
+        rows.append(row)
+    head = ["pair", "network", "params", "MB (weights / .pt2)"] + [f"{f} b{n} ms" for f, n in cells]
+    return (["### Inference: teacher against student (median ms per batch of images in [0, 1])", ""]
+            + _table(head + ["student speed-up (exported, b64)"], rows))
+
+
 def summarize(path: str) -> str:
     data = json.load(open(path))
     machine = data.get("machine_info", {})
@@ -153,7 +180,7 @@ def summarize(path: str) -> str:
             f"({cpu}); torch {machine.get('torch')}, "
             f"triton {machine.get('triton')}, Python {machine.get('python')}; {machine.get('date')}.", ""]
     body = (steps_section(benches) + hours_section(benches) + paradigm_section(benches) + pool_section(benches)
-            + epoch_section(benches))
+            + epoch_section(benches) + deploy_section(benches))
     return "\n".join(head + body)
 
 

@@ -22,6 +22,7 @@ from . import ops
 from .bn_stats import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .datasets import DATASETS
+from .export import ExportReport, StudentCard, export_student, write_student
 from .loop import DistillRun, EvalSet, freeze, train
 from .plan import describe_estimate, explicit_schedule, measure_costs, plan_schedule, synthesis_defaults
 from .pool import SyntheticPool
@@ -46,11 +47,30 @@ class DistillResult:
     class_names: list[str] = field(default_factory=list)
     compile_mode: str = "eager"  # how the steps ran: "eager", "inductor", "cudagraphs" or "aot_eager"
     kernels: dict = field(default_factory=dict)  # op -> "fused" / "reference" (and why): fastcae.ops.kernel_report
+    image_shape: tuple[int, int, int] | None = None  # the input the student takes (images in [0, 1])
+    mean: tuple[float, ...] | None = None  # ... normalised with these
+    std: tuple[float, ...] | None = None
 
     @property
     def plan(self) -> dict | None:
         """What the budget planner chose and measured (None when the schedule was given explicitly)."""
         return self.config.plan
+
+    def card(self, model: str | None = None) -> StudentCard:
+        """What a deployed student needs besides its weights (``fastcae.export.StudentCard``); ``model`` is its
+        ``fastcae.models`` name (default: the class name, enough for exporting, not for rebuilding it)."""
+        return StudentCard(model or type(self.student).__name__, len(self.class_names), tuple(self.image_shape),
+                           tuple(self.mean), tuple(self.std), list(self.class_names))
+
+    def save(self, out_dir: str | Path, model: str | None = None) -> Path:
+        """The student's weights and card in ``out_dir`` (``student.pt``, ``student.json``), for
+        ``fastcae export --run out_dir``; ``model``: its ``fastcae.models`` name."""
+        return write_student(out_dir, self.student, self.card(model))
+
+    def export(self, path: str | Path, device: str = "cpu", model: str | None = None) -> ExportReport:
+        """The student with its normalisation folded in (images in [0, 1] -> logits), exported to ``path``:
+        ``.pt2`` (AOTInductor, for the native runner) or ``.onnx``; checked against the eager student first."""
+        return export_student(self.student, self.card(model), path, device=device)
 
     @property
     def accuracy(self) -> float | None:
@@ -260,7 +280,7 @@ def distill(
         teacher.to(memory_format=torch.contiguous_format)
     return DistillResult(student=student, history=run.history, config=run.cfg, generator=run.synth.generator,
                          pool=run.pool, class_names=class_names, compile_mode=run.effective_compile_mode,
-                         kernels=ops.kernel_report())
+                         kernels=ops.kernel_report(), image_shape=image_shape, mean=mean, std=std)
 
 
 def _say(cfg: DistillConfig, text: str) -> None:

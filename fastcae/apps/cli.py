@@ -138,6 +138,22 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", default=None)
     tr.add_argument("--json", default=None, help="also write the results to this JSON file")
+
+    ex = sub.add_parser("export", help="export a distilled student (images in [0, 1] -> logits) to .pt2 or .onnx",
+                        description="Export a student with its input normalisation folded in, dynamic batch size: "
+                                    ".pt2 (an AOTInductor package for the native runner, built for --device) or "
+                                    ".onnx (needs onnx and onnxruntime). The export is checked against the eager "
+                                    "student before it is written.")
+    ex.add_argument("--run", default=None, help="a directory written by `fastcae demo` or `fastcae distill` "
+                                                "(student.pt and student.json): nothing else is needed")
+    ex.add_argument("--student", default=None, help="the student's weights, instead of --run")
+    ex.add_argument("--student-model", default=None, help="its fastcae.models name (with --student)")
+    ex.add_argument("--num-classes", type=int, default=None)
+    ex.add_argument("--image-shape", default=None, help="C,H,W (with --student)")
+    ex.add_argument("--mean", default=None, help="per-channel mean, comma-separated (with --student)")
+    ex.add_argument("--std", default=None, help="per-channel std, comma-separated (with --student)")
+    ex.add_argument("--out", required=True, help="student.pt2 or student.onnx")
+    ex.add_argument("--device", default="cpu", help="the device the .pt2 is compiled for (cpu or cuda)")
     return parser
 
 
@@ -149,7 +165,32 @@ def _cmd_demo(args) -> int:
                        progress=not args.no_progress, use_cache=not args.no_cache, **options)
     print(format_table(summary))
     print(f"\npictures: {Path(args.out) / 'synthesised.png'}, {Path(args.out) / 'accuracy.png'}; "
-          f"record: {Path(args.out) / 'summary.json'}")
+          f"record: {Path(args.out) / 'summary.json'}; student: {Path(args.out) / 'student.pt'} "
+          f"(`fastcae export --run {args.out} --out student.pt2` ships it)")
+    return 0
+
+
+def _cmd_export(args) -> int:
+    from ..export import StudentCard, export_student, read_student
+
+    given = {"--student-model": args.student_model, "--num-classes": args.num_classes,
+             "--image-shape": args.image_shape, "--mean": args.mean, "--std": args.std}
+    if args.run is None:
+        if args.student is None:
+            raise ValueError("give --run DIR (a fastcae demo/distill output) or --student with --student-model, "
+                             "--num-classes, --image-shape, --mean and --std")
+        missing = [k for k, v in given.items() if v is None]
+        if missing:
+            raise ValueError(f"--student needs {', '.join(missing)} too (or give --run DIR)")
+        shape = tuple(int(v) for v in args.image_shape.split(","))
+        card = StudentCard(args.student_model, args.num_classes, shape, _floats(args.mean), _floats(args.std))
+        student, card = read_student(weights=args.student, card=card)
+    else:
+        student, card = read_student(args.run, weights=args.student)
+    report = export_student(student, card, args.out, device=args.device)
+    print(f"exported {card.model} ({card.num_classes} classes, input {'x'.join(map(str, card.image_shape))} in "
+          f"[0, 1]) to {report.path}: {report.bytes / 1e6:.1f} MB, {report.seconds:.0f} s, logits within "
+          f"{report.max_abs_diff:.1e} of the eager student")
     return 0
 
 
@@ -196,7 +237,7 @@ def _cmd_distill(args) -> int:
                      profile=args.profile,
                      **options)
     out.mkdir(parents=True, exist_ok=True)
-    torch.save(result.student.state_dict(), out / "student.pt")
+    result.save(out, model=student_model)  # student.pt + student.json: `fastcae export --run OUT` takes it
     (out / "history.json").write_text(json.dumps(result.history, indent=1))
     (out / "config.json").write_text(json.dumps(result.config.to_dict(), indent=1))
     print(f"student saved to {out / 'student.pt'} after {len(result.history)} epochs")
@@ -299,7 +340,7 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     try:
         commands = {"demo": _cmd_demo, "distill": _cmd_distill, "profile": _cmd_profile, "presets": _cmd_presets,
-                    "train-teacher": _cmd_train_teacher, "transfer": _cmd_transfer}
+                    "train-teacher": _cmd_train_teacher, "transfer": _cmd_transfer, "export": _cmd_export}
         return commands[args.command](args)
     except (ValueError, FileNotFoundError, TeacherCheckpointError) as err:
         print(f"fastcae: error: {err}", file=sys.stderr)

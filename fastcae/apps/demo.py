@@ -156,6 +156,7 @@ def run_demo(out_dir="fastcae-demo", budget_seconds: float = 180.0, image_size: 
                                  image_shape=image_shape, device=device, seed=seed)
     baseline_acc = accuracy(baseline, test.images, test.labels, mean, std, device=device)
 
+    result.save(out, model="digits_student")  # student.pt + student.json, for `fastcae export --run OUT`
     save_sample_grid(result, out / "synthesised.png")
     save_accuracy_plot(result.history, teacher_acc, baseline_acc, out / "accuracy.png")
     n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731

@@ -1,0 +1,94 @@
+"""What compression bought: teacher against student at inference, eager, compiled and exported.
+
+Per pair, per network (teacher, student), per form and per batch size (1 and 64), one timed call is one
+forward of a batch of images in [0, 1] (the exported forms have the normalisation folded in; the eager and
+compiled ones normalise first, as a Python user would), with a device sync at the end:
+
+- ``eager``: the network in eval mode under ``torch.no_grad``;
+- ``compiled``: ``torch.compile`` (inductor) of the same, dynamic=False;
+- ``exported``: the AOTInductor package ``fastcae.export`` writes (``.pt2``), loaded with
+  ``torch._inductor.aoti_load_package``: what the native runner runs.
+
+Pairs: the demo's (``digits_teacher`` -> ``digits_student``, 1x16x16) and a CIFAR one (``resnet34`` ->
+``resnet18``, 3x32x32; random weights, which time the same as trained ones). ``extra_info`` holds images per
+second at the median, parameter count, the size of the saved state dict and of the ``.pt2``.
+
+Run: ``pytest benchmarks/test_bench_deploy.py --benchmark-only`` (on 2 CPU cores: about 5 minutes, most of it
+compiling). ``python benchmarks/summarize.py`` turns a saved run into the README's table.
+"""
+
+import io
+
+import pytest
+import torch
+from conftest import DEVICE, sync
+
+from fastcae.export import StudentCard, export_student
+from fastcae.models import create_model
+
+PAIRS = {
+    "digits": (("digits_teacher", "digits_student"), (1, 16, 16), 10),
+    "cifar10": (("resnet34", "resnet18"), (3, 32, 32), 10),
+}
+FORMS = ["eager", "compiled", "exported"]
+BATCHES = [1, 64]
+ROUNDS = 20 if DEVICE == "cuda" else 5
+_CACHE: dict = {}
+
+
+def _network(pair: str, role: str, tmp_dir):
+    """(eval model, forward for a form, params, state-dict bytes, .pt2 bytes), built once per network."""
+    key = (pair, role)
+    if key not in _CACHE:
+        (teacher, student), shape, classes = PAIRS[pair]
+        name = teacher if role == "teacher" else student
+        torch.manual_seed(0)
+        model = create_model(name, num_classes=classes, in_chans=shape[0]).to(DEVICE).eval()
+        mean, std = (0.5,) * shape[0], (0.25,) * shape[0]
+        buffer = io.BytesIO()
+        torch.save(model.state_dict(), buffer)
+        path = tmp_dir / f"{pair}-{role}.pt2"
+        export_student(model, StudentCard(name, classes, shape, mean, std), path, device=DEVICE)
+        _CACHE[key] = dict(model=model, name=name, shape=shape, mean=mean, std=std, path=path,
+                           params=sum(p.numel() for p in model.parameters()), state_bytes=buffer.getbuffer().nbytes,
+                           pt2_bytes=path.stat().st_size)
+    return _CACHE[key]
+
+
+def _forward(net: dict, form: str):
+    mean = torch.tensor(net["mean"], device=DEVICE).view(1, -1, 1, 1)
+    std = torch.tensor(net["std"], device=DEVICE).view(1, -1, 1, 1)
+    model = net["model"]
+    if form == "exported":
+        from torch._inductor import aoti_load_package
+
+        return aoti_load_package(str(net["path"]))
+    if form == "compiled":
+        model = torch.compile(model, dynamic=False)
+    return lambda x: model((x - mean) / std)
+
+
+@pytest.fixture(scope="module")
+def tmp_dir(tmp_path_factory):
+    return tmp_path_factory.mktemp("deploy")
+
+
+@pytest.mark.parametrize("batch", BATCHES)
+@pytest.mark.parametrize("form", FORMS)
+@pytest.mark.parametrize("role", ["teacher", "student"])
+@pytest.mark.parametrize("pair", list(PAIRS))
+def test_inference(benchmark, pair, role, form, batch, tmp_dir):
+    net = _network(pair, role, tmp_dir)
+    forward = _forward(net, form)
+    x = torch.rand(batch, *net["shape"], device=DEVICE)
+
+    def run():
+        with torch.no_grad():
+            forward(x)
+        sync()
+
+    benchmark.group = f"inference {pair} batch {batch}"
+    benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=2, iterations=1)
+    benchmark.extra_info.update(pair=pair, role=role, model=net["name"], form=form, batch=batch,
+                                images_per_s=batch / benchmark.stats.stats.median, params=net["params"],
+                                state_dict_bytes=net["state_bytes"], pt2_bytes=net["pt2_bytes"])

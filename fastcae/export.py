@@ -1,0 +1,200 @@
+"""Ship the student: raw images in [0, 1] in, logits out, outside Python.
+
+A run leaves its student where the next command can take it (``write_student``: ``student.pt`` and a small
+``student.json`` card with the model name, classes, image shape and mean/std), so ``fastcae export --run DIR``
+needs nothing else. ``export_student`` folds the input normalisation into the network, exports it with
+``torch.export`` (dynamic batch size) and writes
+
+- ``.pt2``: an AOTInductor package, compiled ahead of time for the device it is exported on; the native
+  runner (``native/``, built by the top-level ``CMakeLists.txt``) and ``torch._inductor.aoti_load_package``
+  load it. Its metadata carries the card (``fastcae.image_shape``, ``fastcae.num_classes``, ``fastcae.model``);
+- ``.onnx``: ONNX, where the ``onnx`` package (and ``onnxruntime``, to check it) is installed.
+
+Every export checks itself before it writes: the exported program and the eager student run on the same fresh
+random batch (of another size than the one traced, so the dynamic batch is exercised too), and a file whose
+logits differ beyond tolerance is never written. Files are written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from .atomic import atomic_write
+from .checkpoint import load_weights
+from .models import create_model, list_models
+from .utils import channel_tensor, normalize
+
+STUDENT_WEIGHTS = "student.pt"
+STUDENT_CARD = "student.json"
+MAX_BATCH = 1024  # the exported program's batch range is 1..MAX_BATCH
+CHECK_BATCH = 5  # images in the self-check (not the traced batch of 2)
+
+
+class ExportError(ValueError):
+    """An export that could not be made or did not check out; nothing was written."""
+
+
+@dataclass
+class StudentCard:
+    """What a deployed student needs besides its weights: which network, and what input it expects."""
+
+    model: str  # fastcae.models name
+    num_classes: int
+    image_shape: tuple[int, int, int]  # (channels, height, width)
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    class_names: list[str] | None = None
+
+    @classmethod
+    def read(cls, path: str | Path) -> "StudentCard":
+        data = json.loads(Path(path).read_text())
+        missing = {"model", "num_classes", "image_shape", "mean", "std"} - set(data)
+        if missing:
+            raise ExportError(f"{path}: the student card lacks {', '.join(sorted(missing))}")
+        return cls(str(data["model"]), int(data["num_classes"]), tuple(int(v) for v in data["image_shape"]),
+                   tuple(float(v) for v in data["mean"]), tuple(float(v) for v in data["std"]),
+                   data.get("class_names"))
+
+
+def write_student(out_dir: str | Path, student: nn.Module, card: StudentCard) -> Path:
+    """``out_dir/student.pt`` (the state dict) and ``out_dir/student.json`` (the card), each written atomically."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in student.state_dict().items()}
+    atomic_write(out / STUDENT_WEIGHTS, lambda tmp: torch.save(state, tmp))
+    text = json.dumps(asdict(card), indent=1)
+    atomic_write(out / STUDENT_CARD, lambda tmp: Path(tmp).write_text(text))
+    return out / STUDENT_WEIGHTS
+
+
+def read_student(run_dir: str | Path | None = None, *, weights: str | Path | None = None,
+                 card: StudentCard | None = None) -> tuple[nn.Module, StudentCard]:
+    """The student of a run directory (its ``student.pt`` and ``student.json``), or of ``weights`` with a
+    ``card`` given; errors name what does not match (an unknown model name, weights of another network)."""
+    if run_dir is not None:
+        run = Path(run_dir)
+        if not (run / STUDENT_CARD).is_file():
+            raise ExportError(f"{run} holds no {STUDENT_CARD}: give a directory written by `fastcae demo` or "
+                              f"`fastcae distill`, or --student with --student-model, --num-classes, --image-shape, "
+                              f"--mean and --std")
+        card = card or StudentCard.read(run / STUDENT_CARD)
+        weights = weights or run / STUDENT_WEIGHTS
+    if card is None or weights is None:
+        raise ExportError("give a run directory, or the student's weights and what it is (model, classes, shape, "
+                          "mean/std)")
+    if card.model not in list_models():
+        raise ExportError(f"unknown student model {card.model!r}; known: {', '.join(list_models())}")
+    if len(card.mean) != card.image_shape[0] or len(card.std) != card.image_shape[0]:
+        raise ExportError(f"mean/std have {len(card.mean)}/{len(card.std)} values for {card.image_shape[0]} "
+                          f"channels")
+    model = create_model(card.model, num_classes=card.num_classes, in_chans=card.image_shape[0])
+    try:
+        load_weights(model, weights)
+    except (RuntimeError, KeyError, ValueError, FileNotFoundError) as err:
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise ExportError(f"{weights} does not hold the weights of a {card.model} with {card.num_classes} classes "
+                          f"and {card.image_shape[0]} input channels: {first}") from err
+    return model.eval(), card
+
+
+class NormalizedStudent(nn.Module):
+    """The student with its input normalisation folded in: images in [0, 1] -> logits."""
+
+    def __init__(self, student: nn.Module, mean, std):
+        super().__init__()
+        self.student = student
+        self.register_buffer("mean", channel_tensor(mean))
+        self.register_buffer("std", channel_tensor(std))
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.student(normalize(x, self.mean, self.std))
+
+
+@dataclass
+class ExportReport:
+    path: str
+    format: str
+    device: str
+    seconds: float  # export + compile + check
+    max_abs_diff: float  # exported vs eager logits on the check batch
+    bytes: int
+
+
+def export_student(student: nn.Module, card: StudentCard, out: str | Path, *, device: str = "cpu",
+                   atol: float = 1e-4, rtol: float = 1e-4) -> ExportReport:
+    """Export ``student`` (raw [0, 1] images in, logits out, dynamic batch) to ``out``: ``.pt2`` (AOTInductor)
+    or ``.onnx``, by the suffix. Checked against the eager student before anything is written."""
+    out = Path(out)
+    fmt = out.suffix.lower().lstrip(".")
+    if fmt not in ("pt2", "onnx"):
+        raise ExportError(f"{out}: the file name must end in .pt2 (AOTInductor package, for the native runner) or "
+                          f".onnx")
+    device = torch.device(device)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ExportError(f"device {device} was asked for but CUDA is not available here; export on cpu")
+    start = time.perf_counter()
+    model = NormalizedStudent(student, card.mean, card.std).to(device).eval()
+    example = torch.rand(2, *card.image_shape, device=device)
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    with torch.no_grad():
+        try:
+            program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
+        except Exception as err:  # noqa: BLE001 - the exporter's errors are long: one line and the type
+            raise ExportError(f"torch.export could not trace the student: {type(err).__name__}: "
+                              f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from err
+        check = torch.rand(CHECK_BATCH, *card.image_shape, device=device, generator=None)
+        want = model(check).float().cpu()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".{fmt}", dir=out.parent)
+    os.close(fd)
+    try:
+        if fmt == "pt2":
+            got = _write_pt2(program, card, tmp, check)
+        else:
+            got = _write_onnx(model, example, tmp, check)
+        diff = float((got - want).abs().max())
+        if not torch.allclose(got, want, atol=atol, rtol=rtol):
+            raise ExportError(f"the exported {fmt} differs from the eager student by up to {diff:.3g} (tolerance "
+                              f"{atol:g} + {rtol:g} * |logit|); nothing was written")
+        os.replace(tmp, out)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return ExportReport(str(out), fmt, str(device), time.perf_counter() - start, diff, out.stat().st_size)
+
+
+def _metadata(card: StudentCard) -> dict[str, str]:
+    return {"fastcae.image_shape": ",".join(str(v) for v in card.image_shape),
+            "fastcae.num_classes": str(card.num_classes), "fastcae.model": card.model}
+
+
+def _write_pt2(program, card: StudentCard, path: str, check: Tensor) -> Tensor:
+    from torch._inductor import aoti_compile_and_package, aoti_load_package
+
+    configs = {"aot_inductor.metadata": _metadata(card)}
+    aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
+    runner = aoti_load_package(path)
+    with torch.no_grad():
+        return runner(check).float().cpu()
+
+
+def _write_onnx(model: nn.Module, example: Tensor, path: str, check: Tensor) -> Tensor:
+    try:
+        import onnxruntime
+    except ImportError as err:
+        raise ExportError("ONNX export needs the onnx and onnxruntime packages (onnxruntime runs the check "
+                          "against the eager student): pip install onnx onnxscript onnxruntime") from err
+    model, example, check = model.cpu(), example.cpu(), check.cpu()
+    batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
+    torch.onnx.export(model, (example,), path, dynamo=True, dynamic_shapes=({0: batch},), input_names=["images"],
+                      output_names=["logits"], external_data=False, verbose=False)
+    session = onnxruntime.InferenceSession(path, providers=["CPUExecutionProvider"])
+    return torch.from_numpy(session.run(["logits"], {"images": check.numpy()})[0]).float()
