@@ -17,6 +17,7 @@ logits differ beyond tolerance is never written. Files are written atomically.
 
 from __future__ import annotations
 
+import inspect
 import json
 import os
 import tempfile
@@ -180,7 +181,10 @@ def _write_pt2(program, card: StudentCard, path: str, check: Tensor) -> Tensor:
     from torch._inductor import aoti_compile_and_package, aoti_load_package
 
     configs = {"aot_inductor.metadata": _metadata(card)}
-    aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
+    if "args" in inspect.signature(aoti_compile_and_package).parameters:  # torch 2.5 wants the example inputs
+        aoti_compile_and_package(program, program.example_inputs[0], package_path=path, inductor_configs=configs)
+    else:
+        aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
     runner = aoti_load_package(path)
     with torch.no_grad():
         return runner(check).float().cpu()
