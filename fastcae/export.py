@@ -17,6 +17,7 @@ logits differ beyond tolerance is never written. Files are written atomically.
 
 from __future__ import annotations
 
+import copy
 import inspect
 import json
 import os
@@ -142,7 +143,7 @@ def export_student(student: nn.Module, card: StudentCard, out: str | Path, *, de
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ExportError(f"device {device} was asked for but CUDA is not available here; export on cpu")
     start = time.perf_counter()
-    model = NormalizedStudent(student, card.mean, card.std).to(device).eval()
+    model = NormalizedStudent(copy.deepcopy(student), card.mean, card.std).to(device).eval()  # the user's stays put
     example = torch.rand(2, *card.image_shape, device=device)
     batch = torch.export.Dim("batch", min=1, max=MAX_BATCH)
     with torch.no_grad():
