@@ -152,7 +152,7 @@ def export_student(student: nn.Module, card: StudentCard, out: str | Path, *, de
         except Exception as err:  # noqa: BLE001 - the exporter's errors are long: one line and the type
             raise ExportError(f"torch.export could not trace the student: {type(err).__name__}: "
                               f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from err
-        check = torch.rand(CHECK_BATCH, *card.image_shape, device=device, generator=None)
+        check = torch.rand(CHECK_BATCH, *card.image_shape, device=device)
         want = model(check).float().cpu()
     out.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{out.name}.", suffix=f".{fmt}", dir=out.parent)

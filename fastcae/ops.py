@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from . import losses
+from .kernels import OPS  # the op list; the package itself imports no Triton
 from .synthesis.cend import cend_linear_reference
 
 BACKENDS = ("auto", "triton", "reference")
@@ -43,7 +44,6 @@ except ImportError:  # no Triton: nothing can interpret
     _INTERPRET = False
 _failed: dict[str, str] = {}  # op -> the error that sent it to its reference for the rest of the process
 _checked: set[tuple] = set()  # (op, device type, dtypes) whose fused forward and backward ran once
-OPS = ("logit_loss", "bn_stats_loss", "supcon_loss", "cend_linear")
 _ran: dict[str, str] = {}  # op -> "fused" or "reference", as last called
 _trace_notes: list[set] = []  # collectors opened by ``notes_while_tracing``
 

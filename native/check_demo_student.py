@@ -33,7 +33,7 @@ def main(argv=None) -> int:
         print(f"demo run ({args.budget:g} s budget): {time.perf_counter() - t0:.0f} s")
 
     from fastcae.apps.data import load_digits
-    from fastcae.export import export_student, read_student
+    from fastcae.export import NormalizedStudent, export_student, read_student
 
     student, card = read_student(run)
     t0 = time.perf_counter()
@@ -50,10 +50,8 @@ def main(argv=None) -> int:
         print(f"the runner failed ({out.returncode}): {out.stderr.strip()}", file=sys.stderr)
         return 1
     native = torch.from_numpy(np.load(run / "native_logits.npy"))
-    mean = torch.tensor(card.mean).view(1, -1, 1, 1)
-    std = torch.tensor(card.std).view(1, -1, 1, 1)
-    with torch.no_grad():
-        python = student((images - mean) / std)
+    with torch.no_grad():  # what the package computes, in eager PyTorch: the student behind its normalisation
+        python = NormalizedStudent(student, card.mean, card.std)(images)
     top1_native = [int(line.split()[1]) for line in out.stdout.split("\n") if line.strip()]
     same_top1 = top1_native == python.argmax(1).tolist() == native.argmax(1).tolist()
     diff = float((native - python).abs().max())

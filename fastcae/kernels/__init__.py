@@ -17,3 +17,7 @@ GPU target, no GPU needed).
 ``fastcae.ops`` is the seam that routes a call to a kernel or to its reference; it imports these modules
 lazily (Triton may be absent), by the op's name. Importing this package itself needs no Triton.
 """
+
+# Every fused op, named as its module here and its function in fastcae.ops (the one list: ops routes them,
+# check compiles them).
+OPS = ("logit_loss", "bn_stats_loss", "supcon_loss", "cend_linear")

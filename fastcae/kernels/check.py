@@ -44,6 +44,8 @@ import time
 import types
 from dataclasses import dataclass, field
 
+from . import OPS
+
 # --- targets -------------------------------------------------------------------------------------------------
 
 # capability -> (SMs of the GPU the launchers' heuristics are evaluated for, max shared memory per block with
@@ -54,7 +56,7 @@ TARGETS = {
     89: (128, 101376),  # L40 / RTX 40xx class
     90: (132, 232448),  # H100 / H200 SXM
 }
-MODULES = ("logit_loss", "supcon_loss", "bn_stats_loss", "cend_linear")  # every op module of fastcae.kernels
+MODULES = OPS  # every op module of fastcae.kernels
 
 # CIFAR shapes
 GEN_BATCH, STUDENT_BATCH = 400, 512  # DistillConfig.synth_batch_size, .student_batch_size
