@@ -110,6 +110,7 @@ class DistillRun:
         self.recorder = None  # a fastcae.profiling.PhaseRecorder when profiling (distill(profile=...))
         self.health = HealthMonitor()
         self.revision: str | None = None  # why the plan was re-sized, reported once in the epoch's record
+        self.cut: str | None = None  # the phase the budget cut short this epoch, reported in its record
         self._synth_seconds = 0.0  # the current epoch's synthesis time (for the re-sizing)
 
     @property
@@ -167,8 +168,9 @@ class DistillRun:
                                           self.synth.num_classes))
                 totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
                 done += 1
-                if past(deadline):
-                    break  # a budget cut: the epoch's remaining batches are skipped
+                if past(deadline) and done < n_batches:
+                    self.cut = "synthesis"  # a budget cut: the epoch's remaining batches are skipped
+                    break
         return {k: float(v) / done for k, v in (totals or {}).items()}
 
     def train_student(self, epoch: int, deadline: float | None) -> dict[str, float]:
@@ -197,7 +199,8 @@ class DistillRun:
                     self._check_finite(read, epoch, f"student step {step}")
                     sums = read if sums is None else {k: sums[k] + read[k] for k in read}
                     window = None
-                    if past(deadline):
+                    if past(deadline) and step < cfg.student_steps:
+                        self.cut = self.cut or "distillation"  # a budget cut: the epoch's remaining steps are skipped
                         break
             if self.recorder is not None:
                 self.recorder.add(images=steps * cfg.student_batch_size, steps=steps)
@@ -255,6 +258,8 @@ class DistillRun:
             record.update(self.train_student(epoch, deadline))
             if self.revision is not None:
                 record["plan_revised"], self.revision = self.revision, None
+        if self.cut is not None:  # the epoch did less than its schedule: a rerun without the budget would differ
+            record["budget_cut"], self.cut = self.cut, None
         self.elapsed += time.perf_counter() - start
         acc = None
         stopping = past(deadline)
