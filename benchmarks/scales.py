@@ -24,6 +24,7 @@ import torch
 from fastcae import ops
 from fastcae.config import make_config
 from fastcae.datasets import DATASETS
+from fastcae.distributed import World
 from fastcae.loop import DistillRun
 from fastcae.models import create_model
 
@@ -74,16 +75,19 @@ def kernels_for(backend: str):
         yield
 
 
-def build_run(paradigm: str, backend: str, scale: Scale = SCALE, seed: int = 0, **overrides) -> DistillRun:
-    """A ``DistillRun`` at ``scale`` (random class embeddings: the text encoder is not what is timed).
-    Enter ``kernels_for(backend)`` around everything that runs it."""
+def build_run(paradigm: str, backend: str, scale: Scale = SCALE, seed: int = 0, world: World = World(),
+              device: str = DEVICE, **overrides) -> DistillRun:
+    """A ``DistillRun`` at ``scale`` (random class embeddings: the text encoder is not what is timed), as
+    process ``world.rank`` of ``world.size`` (the batches are global). Enter ``kernels_for(backend)`` around
+    everything that runs it."""
     torch.manual_seed(seed)
     options = dict(paradigm=paradigm, synth_batch_size=scale.synth_batch, student_batch_size=scale.student_batch,
-                   generator_width=scale.generator_width, device=DEVICE, progress=False, flip=scale.image_shape[0] == 3,
+                   generator_width=scale.generator_width, device=device, progress=False, flip=scale.image_shape[0] == 3,
                    compile=BACKENDS[backend][1], seed=seed, pool_capacity=8 * scale.synth_batch)
     options.update(overrides)
     cfg = make_config(**options)
     teacher = create_model(scale.teacher, num_classes=scale.num_classes, in_chans=scale.image_shape[0])
     student = create_model(scale.student, num_classes=scale.num_classes, in_chans=scale.image_shape[0])
     embeddings = torch.nn.functional.normalize(torch.randn(scale.num_classes, 384), dim=1)
-    return DistillRun(cfg, teacher, student, embeddings, scale.image_shape, scale.mean, scale.std, DEVICE)
+    return DistillRun(cfg, teacher, student, embeddings, scale.image_shape, scale.mean, scale.std, device,
+                      world=world)

@@ -171,6 +171,20 @@ def deploy_section(benches: list[dict]) -> list[str]:
             + _table(head + ["student speed-up (exported, b64)"], rows))
 
 
+def distributed_section(benches: list[dict]) -> list[str]:
+    runs = sorted((b["extra_info"] for b in benches if b["name"].startswith("test_data_parallel_throughput[")),
+                  key=lambda e: e["processes"])
+    if not runs:
+        return []
+    rows = [[e["processes"], e["threads_per_process"], f"{e['synthesis_images_per_s']:.0f}",
+             f"{e.get('synthesis_scaling_efficiency', 1.0):.2f}", f"{e['student_images_per_s']:.0f}",
+             f"{e.get('student_scaling_efficiency', 1.0):.2f}", e["compile_mode"]] for e in runs]
+    head = ["processes", "threads each", "synthesis images/s", "efficiency", "student images/s", "efficiency",
+            "steps"]
+    return ([f"### Data-parallel scaling (torchrun, {runs[0]['scale']} scale, same global batches)", ""]
+            + _table(head, rows))
+
+
 def summarize(path: str) -> str:
     data = json.load(open(path))
     machine = data.get("machine_info", {})
@@ -180,7 +194,7 @@ def summarize(path: str) -> str:
             f"({cpu}); torch {machine.get('torch')}, "
             f"triton {machine.get('triton')}, Python {machine.get('python')}; {machine.get('date')}.", ""]
     body = (steps_section(benches) + hours_section(benches) + paradigm_section(benches) + pool_section(benches)
-            + epoch_section(benches) + deploy_section(benches))
+            + epoch_section(benches) + deploy_section(benches) + distributed_section(benches))
     return "\n".join(head + body)
 
 

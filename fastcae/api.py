@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from . import ops
+from . import distributed, ops
 from .bn_stats import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .datasets import DATASETS
@@ -209,6 +209,12 @@ def distill(
     mean = DEFAULT_MEAN if mean is None else mean
     std = DEFAULT_STD if std is None else std
     device = _resolve_device(cfg.device)
+    world = distributed.join(device.type)  # under torchrun: this process's rank (the group starts here if need be)
+    if world.distributed and device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", world.local_rank)  # one GPU per process
+    if not planned:  # a given schedule's global batches must divide among the processes: say so now
+        for key in ("student_batch_size", "synth_batch_size"):
+            distributed.local_share(getattr(cfg, key), world, key)
     cfg = cfg.replace(precision=resolve_precision(cfg.precision, device))  # recorded: the run's real precision
     image_shape = _check_image_shape(image_shape)
     mean = _check_norm("mean", mean, image_shape[0])
@@ -248,12 +254,16 @@ def distill(
         embeddings = class_embeddings(class_names, encoder=cfg.text_encoder, prompt=cfg.prompt,
                                       cache_dir=cfg.embedding_cache, allow_random_fallback=cfg.allow_random_fallback)
 
-    cfg = _schedule(cfg, planned, explicit, set(options), checkpoint_dir, teacher, student, embeddings,
-                    image_shape, mean, std, device, width, started)
-    torch.manual_seed(cfg.seed)
+    embeddings = world.broadcast(embeddings.cpu())  # the same class embeddings on every process
+    # rank 0 measures and plans; every process follows that one plan (so all stop at the same step)
+    cfg = world.decide(lambda: _schedule(cfg, planned, explicit, set(options), checkpoint_dir, teacher, student,
+                                         embeddings, image_shape, mean, std, device, width, started, world.size))
+    if not world.main:
+        cfg = cfg.replace(progress=False)  # rank 0 prints
+    torch.manual_seed(distributed.rank_seed(cfg.seed, world.rank))  # each process its own generators and noise
     ops.reset_report()  # the result says which ops this run ran fused
-    run = DistillRun(cfg, teacher, student, embeddings, image_shape, mean, std, device, evalset)
-    if profile is not None:
+    run = DistillRun(cfg, teacher, student, embeddings, image_shape, mean, std, device, evalset, world)
+    if profile is not None and world.main:  # rank 0 reports (its own GPU's NVML samples)
         from .profiling import profile_session
 
         meta = {"config": cfg.to_dict(), "device": str(device), "image_shape": list(image_shape),
@@ -289,8 +299,10 @@ def _say(cfg: DistillConfig, text: str) -> None:
 
 
 def _schedule(cfg: DistillConfig, planned: bool, explicit: bool, given: set[str], checkpoint_dir, teacher, student,
-              embeddings, image_shape, mean, std, device, num_classes: int, started: float) -> DistillConfig:
+              embeddings, image_shape, mean, std, device, num_classes: int, started: float,
+              processes: int = 1) -> DistillConfig:
     """The run's schedule: planned for the budget, taken from the checkpoint being resumed, or the user's.
+    A planned schedule's global batch sizes are multiples of ``processes`` (each takes an equal share).
 
     Step costs are measured (on copies, with the random state restored) when a schedule is planned, when an
     explicit schedule has a budget to check against, and when a bar is shown (to print the estimate).
@@ -311,6 +323,8 @@ def _schedule(cfg: DistillConfig, planned: bool, explicit: bool, given: set[str]
     if planned:
         plan = plan_schedule(cfg, costs, cfg.max_seconds, overhead=spent, num_classes=num_classes)
         plan.synthesis = chosen
+        for key in ("synth_batch_size", "student_batch_size"):
+            plan.schedule[key] = max(plan.schedule[key] - plan.schedule[key] % processes, processes)
         cfg = cfg.replace(plan=plan.to_dict(), **plan.schedule)
         cfg.validate()
         _say(cfg, plan.describe())

@@ -22,6 +22,7 @@ from torch import Tensor, nn
 from . import checkpoint as ckpt
 from .bn_stats import BNStatsLoss
 from .config import DistillConfig
+from .distributed import World, local_share, to_cpu
 from .evaluate import accuracy
 from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consistency
 from .paradigms import create_synthesizer
@@ -79,8 +80,11 @@ class DistillRun:
     """All state of one distillation: built once, advanced epoch by epoch, saved and restored whole."""
 
     def __init__(self, cfg: DistillConfig, teacher: nn.Module, student: nn.Module, embeddings: Tensor,
-                 image_shape, mean, std, device, eval_set: EvalSet | None = None):
-        self.cfg = cfg
+                 image_shape, mean, std, device, eval_set: EvalSet | None = None, world: World = World()):
+        self.cfg = cfg  # global batch sizes; this process takes its share of each (one process: all of it)
+        self.world = world
+        self.student_batch = local_share(cfg.student_batch_size, world, "student_batch_size")
+        synth_cfg = cfg.replace(synth_batch_size=local_share(cfg.synth_batch_size, world, "synth_batch_size"))
         self.device = torch.device(device)
         self.image_shape = tuple(image_shape)
         self.teacher = freeze(teacher.to(self.device))
@@ -94,9 +98,12 @@ class DistillRun:
         # a student without forward_features gives its features through a hook attached per step
         self.head, tap = contrastive_parts(self.student, cfg, self.image_shape, self.device)
         self.steps = Steps(StepContext(self.teacher, self.student, self.head, self.augment, self.bn, tap), cfg,
-                           self.device)
-        self.synth = create_synthesizer(cfg, embeddings, self.image_shape, self.device, self.steps)
-        self.pool = SyntheticPool(cfg.pool_capacity or default_pool_capacity(cfg), self.image_shape, self.device,
+                           self.device, world)
+        self.synth = create_synthesizer(synth_cfg, embeddings, self.image_shape, self.device, self.steps,
+                                        (world.rank, world.size))
+        # each process keeps what it synthesised: its share of the one-process pool
+        capacity = local_share(cfg.pool_capacity, world, "pool_capacity") if cfg.pool_capacity else None
+        self.pool = SyntheticPool(capacity or default_pool_capacity(synth_cfg), self.image_shape, self.device,
                                   cfg.pool_dtype, cfg.pool_policy)
         params = list(self.student.parameters()) + (list(self.head.parameters()) if self.head is not None else [])
         self.optimizer = torch.optim.SGD(params, lr=cfg.lr_s, momentum=cfg.momentum, weight_decay=cfg.weight_decay,
@@ -168,7 +175,7 @@ class DistillRun:
                                           self.synth.num_classes))
                 totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
                 done += 1
-                if past(deadline) and done < n_batches:
+                if self.past(deadline) and done < n_batches:
                     self.cut = "synthesis"  # a budget cut: the epoch's remaining batches are skipped
                     break
         return {k: float(v) / done for k, v in (totals or {}).items()}
@@ -186,7 +193,7 @@ class DistillRun:
             while step < cfg.student_steps:  # the count may be re-sized once, inside the first epoch
                 if timed is not None and step == timed[0]:
                     t0 = self._clock()
-                images, labels, _ = self.pool.sample(cfg.student_batch_size)
+                images, labels, _ = self.pool.sample(self.student_batch)
                 terms = self.steps.student_step(self.optimizer, images, labels)
                 window = accumulate(window, terms)
                 steps += 1
@@ -199,11 +206,11 @@ class DistillRun:
                     self._check_finite(read, epoch, f"student step {step}")
                     sums = read if sums is None else {k: sums[k] + read[k] for k in read}
                     window = None
-                    if past(deadline) and step < cfg.student_steps:
+                    if self.past(deadline) and step < cfg.student_steps:
                         self.cut = self.cut or "distillation"  # a budget cut: the epoch's remaining steps are skipped
                         break
             if self.recorder is not None:
-                self.recorder.add(images=steps * cfg.student_batch_size, steps=steps)
+                self.recorder.add(images=steps * self.student_batch, steps=steps)
         if window is not None:
             read = {k: float(v) for k, v in window.items()}
             sums = read if sums is None else {k: sums[k] + read[k] for k in read}
@@ -228,15 +235,22 @@ class DistillRun:
             return None
         return 2, min(2 + max(5, n // 5), n - 1)
 
+    def past(self, deadline: float | None) -> bool:
+        """``past(deadline)``, decided together: every process stops at the same step once any is past."""
+        return self.world.any(past(deadline))
+
     def _revise_plan(self, epoch: int, step_seconds: float, done: int, deadline: float) -> None:
-        revised = revise_student_steps(self.cfg.plan, step_seconds, self._synth_seconds, done,
-                                       deadline - time.perf_counter(), self.cfg.epochs - epoch - 1)
+        revised = None
+        if self.world.main:  # rank 0 re-sizes, every rank follows (the same step counts keep DDP in step)
+            revised = revise_student_steps(self.cfg.plan, step_seconds, self._synth_seconds, done,
+                                           deadline - time.perf_counter(), self.cfg.epochs - epoch - 1)
+        revised = self.world.broadcast(revised)
         if revised is not None:
             self.cfg = self.cfg.replace(plan=revised, student_steps=revised["schedule"]["student_steps"])
             self.revision = revised["reasons"][-1]
 
     def evaluate(self) -> float | None:
-        if self.eval_set is None:
+        if self.eval_set is None or not self.world.main:  # rank 0 scores (every rank holds the same student)
             return None
         return accuracy(self.student, self.eval_set.images, self.eval_set.labels, self.mean, self.std,
                         device=self.device)
@@ -262,7 +276,7 @@ class DistillRun:
             record["budget_cut"], self.cut = self.cut, None
         self.elapsed += time.perf_counter() - start
         acc = None
-        stopping = past(deadline)
+        stopping = self.past(deadline)
         if self.eval_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopping):
             acc = self.evaluate()
         record.update({"seconds": self.elapsed, "images_synthesized": self.images_synthesized, "accuracy": acc})
@@ -271,15 +285,18 @@ class DistillRun:
         if cfg.flip is None and epoch + 1 == max(cfg.warmup_epochs, 1):
             record.update(self.decide_flip())
         # a generator re-created this epoch starts from scratch: judging it now would be a false alarm
-        self.health.check(record, settling=epoch < cfg.warmup_epochs or renewed)
+        if self.world.main:  # rank 0's generator speaks for the others (they are built alike); one warning
+            self.health.check(record, settling=epoch < cfg.warmup_epochs or renewed)
         self.history.append(record)
         self.epoch += 1
         return record
 
     def decide_flip(self) -> dict:
-        """flip=None: turn the flip augmentation on iff the teacher labels mirrored images as the originals."""
+        """flip=None: turn the flip augmentation on iff the teacher labels mirrored images as the originals
+        (over the processes' pools together, so that every process decides the same)."""
         images, _, _ = self.pool.tensors()
         consistency = flip_consistency(self.teacher, self.augment.normalize, images[-512:].to(self.device))
+        consistency = self.world.mean(consistency)
         self.augment.flip = consistency >= FLIP_CONSISTENT
         return {"flip_consistency": consistency, "flip": self.augment.flip}
 
@@ -325,20 +342,20 @@ def train(run: DistillRun, checkpoint_dir=None, started: float | None = None) ->
     counts from ``started`` (``distill``'s start: the step-cost measurement is part of it) minus the training
     time of the run being resumed."""
     if checkpoint_dir is not None:
-        payload = ckpt.load(checkpoint_dir, run.cfg, device=run.device)
-        if payload is not None:
-            run.load_state_dict(payload["state"])
+        state = _resume_state(run, checkpoint_dir)
+        if state is not None:
+            run.load_state_dict(state)
     cfg = run.cfg  # the epochs and checkpoint cadence; run.cfg itself may be revised after the warm-up
     start = time.perf_counter() if started is None else started
     deadline = None if cfg.max_seconds is None else start + max(cfg.max_seconds - run.elapsed, 0.0)
-    bar = _ProgressBar(run) if cfg.progress else None
+    bar = _ProgressBar(run) if cfg.progress and run.world.main else None
     try:
         while run.epoch < cfg.epochs:
             record = run.run_epoch(deadline)
-            stopping = past(deadline)
+            stopping = run.past(deadline)
             if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs
                                                or stopping):
-                ckpt.save(checkpoint_dir, run.state_dict(), run.cfg)
+                _save(run, checkpoint_dir)
             if bar is not None:
                 bar.update(record)
             if stopping:
@@ -346,6 +363,47 @@ def train(run: DistillRun, checkpoint_dir=None, started: float | None = None) ->
     finally:
         if bar is not None:
             bar.close()
+    # DDP gave every process the same parameters; the BatchNorm buffers each moved on its own last batch
+    run.world.share_tensors([b for m in (run.student, run.head) if m is not None for b in m.buffers()])
+
+
+def _save(run: DistillRun, checkpoint_dir) -> None:
+    """One checkpoint of the whole run, written atomically by rank 0: every process's state (generator,
+    optimisers, pool, random streams) gathered there. One process: its state, as always."""
+    world = run.world
+    if not world.distributed:
+        ckpt.save(checkpoint_dir, run.state_dict(), run.cfg)
+        return
+    states = world.gather(to_cpu(run.state_dict()))
+    if world.main:
+        ckpt.save(checkpoint_dir, {"ranks": states}, run.cfg, extra={"world_size": world.size})
+
+
+def _resume_state(run: DistillRun, checkpoint_dir) -> dict | None:
+    """This process's state from the checkpoint in ``checkpoint_dir`` (None: start afresh). Under torchrun,
+    rank 0 reads the file (only its filesystem needs it) and hands each rank its part; a checkpoint written by
+    another number of processes is refused on every rank with the same error."""
+    world = run.world
+    parts, error = None, None
+    if world.main:
+        try:
+            payload = ckpt.load(checkpoint_dir, run.cfg, device="cpu" if world.distributed else run.device)
+            if payload is not None:
+                saved = int(payload.get("extra", {}).get("world_size", 1))
+                if saved != world.size:
+                    raise ckpt.CheckpointError(
+                        f"the checkpoint in {checkpoint_dir} was written by {saved} process(es) and this run has "
+                        f"{world.size}: resume with the same number (torchrun --nproc_per_node {saved} on one "
+                        f"node), or start in a new checkpoint directory")
+                parts = payload["state"]["ranks"] if saved > 1 else [payload["state"]]
+        except ckpt.CheckpointError as err:
+            if not world.distributed:
+                raise
+            error = str(err)
+    error, found = world.broadcast((error, parts is not None))
+    if error is not None:
+        raise ckpt.CheckpointError(error)
+    return world.scatter(parts) if found else None
 
 
 class _ProgressBar:

@@ -45,16 +45,20 @@ class Synthesizer:
     """Shared machinery: targets, the step loop and the best-step bookkeeping. Subclasses build generators."""
 
 
-    def __init__(self, cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps: Steps):
-        self.cfg = cfg
+    def __init__(self, cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps: Steps,
+                 part: tuple[int, int] = (0, 1)):
+        self.cfg = cfg  # its synth_batch_size is this process's share of the global batch
         self.steps = steps  # the run's generator step (compiled or not) and what it reads
         self.optimizer_options = steps.optimizer_options()
         self.embeddings = embeddings.to(device)
         self.num_classes = embeddings.shape[0]
         self.image_shape = tuple(image_shape)
         self.device = torch.device(device)
+        # part = (rank, number of ranks): this rank's slice of the global batch's targets (and CEND sources), so
+        # that the ranks' batches together are exactly the one-process batch
         b = cfg.synth_batch_size
-        self.targets = balanced_targets(b, self.num_classes, device=self.device)
+        self.part = slice(part[0] * b, (part[0] + 1) * b)
+        self.targets = balanced_targets(b * part[1], self.num_classes, device=self.device)[self.part]
         self.sources = torch.zeros(b, dtype=torch.int64, device=self.device)
         self.reset()
 
@@ -114,11 +118,11 @@ def _restart_adam(optimizer: torch.optim.Adam) -> None:
 
 class CAESynthesizer(Synthesizer):
 
-    def __init__(self, cfg, embeddings, image_shape, device, steps):
+    def __init__(self, cfg, embeddings, image_shape, device, steps, part=(0, 1)):
         self.schedule = MagnitudeSchedule(cfg.noise_magnitudes, cfg.noise_magnitudes_end, cfg.noise_schedule)
         self.source_map = canonical_sources(cfg.noise_sources)  # configured index -> canonical source id
-        super().__init__(cfg, embeddings, image_shape, device, steps)
-        robin = round_robin_sources(cfg.synth_batch_size, self.num_classes, len(cfg.noise_sources))
+        super().__init__(cfg, embeddings, image_shape, device, steps, part)
+        robin = round_robin_sources(self.part.stop, self.num_classes, len(cfg.noise_sources))[self.part]
         self.sources = self.source_map[robin].to(self.device)
 
     def reset(self) -> None:
@@ -224,7 +228,9 @@ class FastSynthesizer(Synthesizer):
 SYNTHESIZERS = dict(zip(PARADIGMS, (CAESynthesizer, NayerSynthesizer, FastSynthesizer)))
 
 
-def create_synthesizer(cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps: Steps) -> Synthesizer:
+def create_synthesizer(cfg: DistillConfig, embeddings: Tensor, image_shape, device, steps: Steps,
+                       part: tuple[int, int] = (0, 1)) -> Synthesizer:
+    """The paradigm's synthesizer; ``part = (rank, ranks)`` with ``cfg.synth_batch_size`` the rank's share."""
     if cfg.paradigm not in SYNTHESIZERS:
         raise ValueError(f"unknown paradigm {cfg.paradigm!r}; known paradigms: {', '.join(PARADIGMS)}")
-    return SYNTHESIZERS[cfg.paradigm](cfg, embeddings, image_shape, device, steps)
+    return SYNTHESIZERS[cfg.paradigm](cfg, embeddings, image_shape, device, steps, part)

@@ -63,3 +63,19 @@ def test_gpu_hours_from_cifar_scale_steps(tmp_path):
     assert "| cifar10 (120 epochs) | cudagraphs | 10.0 | 20.0 | 0.23 |" in text
     # CIFAR-100: 20 + 200 * 8.2 = 1660 s = 0.46 h
     assert "| cifar100 (220 epochs) | cudagraphs | 10.0 | 20.0 | 0.46 |" in text
+
+
+def test_data_parallel_scaling_table(tmp_path):
+    common = {"threads_per_process": 1, "compile_mode": "eager", "scale": "digits16"}
+    data = {"machine_info": {}, "benchmarks": [
+        _bench("test_data_parallel_throughput[2proc]", 9.0, {"processes": 2}, processes=2, synthesis_images_per_s=190.0,
+               synthesis_scaling_efficiency=0.95, student_images_per_s=3000.0, student_scaling_efficiency=0.75,
+               **common),
+        _bench("test_data_parallel_throughput[1proc]", 9.0, {"processes": 1}, processes=1, synthesis_images_per_s=100.0,
+               student_images_per_s=2000.0, **common),
+    ]}
+    path = tmp_path / "r.json"
+    path.write_text(json.dumps(data))
+    text = summarize.summarize(str(path))
+    assert "### Data-parallel scaling (torchrun, digits16 scale, same global batches)" in text
+    assert text.index("| 1 | 1 | 100 | 1.00 | 2000 | 1.00 | eager |") < text.index("| 2 | 1 | 190 | 0.95 | 3000 | 0.75 |")

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..checkpoint import load_weights
 from ..config import DistillConfig
 from ..datasets import DATASETS
@@ -163,6 +164,8 @@ def _cmd_demo(args) -> int:
     options = {"profile": args.profile} if args.profile else {}
     summary = run_demo(args.out, budget_seconds=args.budget, seed=args.seed, device=args.device,
                        progress=not args.no_progress, use_cache=not args.no_cache, **options)
+    if summary is None:  # a torchrun process other than rank 0: rank 0 reports
+        return 0
     print(format_table(summary))
     print(f"\npictures: {Path(args.out) / 'synthesised.png'}, {Path(args.out) / 'accuracy.png'}; "
           f"record: {Path(args.out) / 'summary.json'}; student: {Path(args.out) / 'student.pt'} "
@@ -236,6 +239,8 @@ def _cmd_distill(args) -> int:
                      preset=args.preset, checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
                      profile=args.profile,
                      **options)
+    if not distributed.current().main:  # under torchrun rank 0 writes the run's files
+        return 0
     out.mkdir(parents=True, exist_ok=True)
     result.save(out, model=student_model)  # student.pt + student.json: `fastcae export --run OUT` takes it
     (out / "history.json").write_text(json.dumps(result.history, indent=1))

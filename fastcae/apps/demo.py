@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from .. import distributed
 from ..api import distill
 from ..atomic import atomic_write
 from ..config import PRESETS
@@ -124,18 +125,24 @@ def save_accuracy_plot(history, teacher_acc: float, baseline_acc: float, path: P
 
 
 def run_demo(out_dir="fastcae-demo", budget_seconds: float = 180.0, image_size: int = 16, seed: int = 0,
-             device: str | None = None, progress: bool = True, use_cache: bool = True, **options) -> dict:
-    """Run the whole demo; returns (and writes to ``out_dir/summary.json``) the results."""
+             device: str | None = None, progress: bool = True, use_cache: bool = True, **options) -> dict | None:
+    """Run the whole demo; returns (and writes to ``out_dir/summary.json``) the results. Under torchrun every
+    process distils its share and rank 0 alone scores, writes and returns the summary (the others: None)."""
     device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    world = distributed.join(torch.device(device).type)
+    if world.distributed and device == "cuda":
+        device = f"cuda:{world.local_rank}"
     out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    if world.main:
+        out.mkdir(parents=True, exist_ok=True)
     train, test = load_digits(image_size=image_size, seed=0)
     mean, std = train.channel_stats()
     image_shape = tuple(train.images.shape[1:])
 
     t0 = time.perf_counter()
-    teacher, how = digits_teacher(train, test, mean, std, image_size, seed=0, device=device, progress=progress,
-                                  use_cache=use_cache)
+    with world.main_first():  # rank 0 trains (or finds) the cached teacher; the others then read it
+        teacher, how = digits_teacher(train, test, mean, std, image_size, seed=0, device=device,
+                                      progress=progress and world.main, use_cache=use_cache)
     teacher_seconds = time.perf_counter() - t0
     teacher_acc = accuracy(teacher, test.images, test.labels, mean, std, device=device)
 
@@ -146,6 +153,8 @@ def run_demo(out_dir="fastcae-demo", budget_seconds: float = 180.0, image_size: 
                      eval_data=(test.images, test.labels), device=device, seed=seed, max_seconds=budget_seconds,
                      progress=progress, **options)
     distill_seconds = time.perf_counter() - t0
+    if not world.main:
+        return None
     student_acc = accuracy(result.student, test.images, test.labels, mean, std, device=device)
     student_steps = sum(h.get("student_steps", 0) for h in result.history)
 
