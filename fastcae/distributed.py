@@ -1,5 +1,6 @@
 """Data-parallel runs on PyTorch's own stack: ``torchrun`` launches, ``torch.distributed`` talks (NCCL on
-GPUs, gloo on CPUs), ``DistributedDataParallel`` (in ``fastcae.steps``) averages the student's gradients.
+GPUs, gloo on CPUs), and the student step (``fastcae.steps``) averages the processes' gradients with one
+all-reduce, as DistributedDataParallel would, outside the compiled graphs.
 
 ``World`` is the one object the rest of fastcae asks "who am I, how many are we"; a single process is a world
 of one, where every collective below is the identity and costs nothing, so the loop reads the same either
@@ -103,12 +104,30 @@ class World:
         dist.scatter_object_list(box, objs if self.main else None, src=0)
         return box[0]
 
+    def average_gradients(self, params) -> None:
+        """Each parameter's ``.grad`` becomes its mean over the processes, in place: one all-reduce of all of
+        them flattened into one buffer (DDP's arithmetic for one bucket). Every process must hold the same
+        parameters with gradients, as the student step guarantees (the same graph on every process)."""
+        if not self.distributed:
+            return
+        grads = [p.grad for p in params if p.grad is not None]
+        if not grads:
+            return
+        flat = torch.cat([g.reshape(-1) for g in grads])
+        dist.all_reduce(flat)
+        flat /= self.size
+        offset = 0
+        for g in grads:
+            g.copy_(flat[offset:offset + g.numel()].view_as(g))
+            offset += g.numel()
+
     def share_tensors(self, tensors) -> None:
-        """Overwrite ``tensors`` (in place) with rank 0's values: the student's BatchNorm buffers at the end,
-        which each rank updated from its own last batch after DDP's last broadcast."""
+        """Overwrite ``tensors`` (in place) with rank 0's values: the student and head at the start, their
+        BatchNorm buffers (which each process updates from its own batches) at the end."""
         if self.distributed:
-            for t in tensors:
-                dist.broadcast(t, src=0)
+            with torch.no_grad():  # parameters are leaves that require gradients: overwrite them as data
+                for t in tensors:
+                    dist.broadcast(t.data, src=0)
 
     @contextlib.contextmanager
     def main_first(self):

@@ -241,7 +241,7 @@ class DistillRun:
 
     def _revise_plan(self, epoch: int, step_seconds: float, done: int, deadline: float) -> None:
         revised = None
-        if self.world.main:  # rank 0 re-sizes, every rank follows (the same step counts keep DDP in step)
+        if self.world.main:  # rank 0 re-sizes, every rank follows (the same step counts keep the all-reduces paired)
             revised = revise_student_steps(self.cfg.plan, step_seconds, self._synth_seconds, done,
                                            deadline - time.perf_counter(), self.cfg.epochs - epoch - 1)
         revised = self.world.broadcast(revised)
@@ -363,7 +363,7 @@ def train(run: DistillRun, checkpoint_dir=None, started: float | None = None) ->
     finally:
         if bar is not None:
             bar.close()
-    # DDP gave every process the same parameters; the BatchNorm buffers each moved on its own last batch
+    # the averaged gradients kept the parameters equal; the BatchNorm buffers moved on each process's own batches
     run.world.share_tensors([b for m in (run.student, run.head) if m is not None for b in m.buffers()])
 
 

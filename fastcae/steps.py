@@ -36,6 +36,12 @@ the generator forward two graphs; a re-created generator (``g_life``) and new ba
 compiles its own copy of the two forwards (``_own_code``), so runs in one process never share a cache that
 fills up with guards on models that no longer exist.
 
+Under torchrun (``fastcae.distributed``) the student step averages the processes' gradients between its
+backward and its optimiser step: one all-reduce of all gradients flattened into one buffer. That is what
+DistributedDataParallel computes, done outside the compiled graphs because DDP's forward cannot be traced
+into them (dynamo, ``fullgraph=True``: "Unsupported method call", torch 2.14), so every compile mode, CUDA
+graphs included, stays available with several processes.
+
 If compilation fails (no C++ compiler, an unsupported Python, a dynamo error) the step is re-run eagerly;
 when that works the run warns once, naming the error, and stays eager. An error the eager step raises too
 is the real error.
@@ -60,23 +66,6 @@ from .distributed import World
 from .models.features import FeatureTap, features_and_logits, has_feature_api, num_features
 
 
-class Trainee(nn.Module):
-    """The student and its CNCL projection head as one module, whose forward is the whole learning side of a
-    student step: ``x -> (student logits, projected features or None)``. It is what DDP wraps under torchrun
-    (DDP syncs the gradients of the parameters its own forward used, so the head must be inside it)."""
-
-    def __init__(self, student: nn.Module, head: nn.Module | None, tap: FeatureTap | None = None):
-        super().__init__()
-        self.student, self.head = student, head
-        self.tap = tap  # not a module: the hook that gives a plain student's features (entered per step)
-
-    def forward(self, x: Tensor) -> tuple[Tensor, Tensor | None]:
-        if self.head is None:
-            return self.student(x), None
-        features, logits = features_and_logits(self.student, x, self.tap)
-        return logits, self.head(features)
-
-
 @dataclass
 class StepContext:
     """What both steps read: the frozen teacher, the student and its head, augmentation, BN statistics."""
@@ -87,11 +76,6 @@ class StepContext:
     augment: Augment
     bn: BNStatsLoss | None
     tap: FeatureTap | None = None  # the student's penultimate features, for a student without forward_features
-    trainee: nn.Module | None = None  # Trainee(student, head, tap), or DDP around it (``Steps`` builds it)
-
-    def __post_init__(self):
-        if self.trainee is None:
-            self.trainee = Trainee(self.student, self.head, self.tap)
 
 
 class ProjectionHead(nn.Module):
@@ -170,16 +154,20 @@ def generator_loss(generator: nn.Module, ctx: StepContext, targets: Tensor, sour
 def student_loss(ctx: StepContext, images: Tensor, labels: Tensor, cfg: DistillConfig
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """The distillation forward on a pool batch: ``(loss, kd term, cncl term)``; compiled as one graph."""
+    contrastive = ctx.head is not None and cfg.cncl_weight > 0
     with autocast(cfg, images.device.type):
         x = ctx.augment(images)
         with torch.no_grad():
             t_logits = ctx.teacher(x)
-        s_logits, projected = ctx.trainee(x)  # projected: None when CNCL is off (no head)
+        if contrastive:
+            features, s_logits = features_and_logits(ctx.student, x, ctx.tap)
+        else:
+            s_logits = ctx.student(x)
         kd = ops.logit_loss(t_logits, s_logits, labels, temperature=cfg.temperature, kd_weight=1.0, adv_weight=0.0,
                             ce_weight=0.0).float()
         loss = kd
-        if projected is not None and cfg.cncl_weight > 0:
-            cncl = ops.supcon_loss(projected, labels, cfg.cncl_temperature).float()
+        if contrastive:
+            cncl = ops.supcon_loss(ctx.head(features), labels, cfg.cncl_temperature).float()
             loss = loss + cfg.cncl_weight * cncl
         else:
             cncl = torch.zeros((), device=x.device)
@@ -230,30 +218,6 @@ def _compile_forwards(mode: str) -> dict | None:
         return None
 
 
-def _ddp(trainee: nn.Module, device) -> nn.Module:
-    """The trainee inside DistributedDataParallel: every rank starts from rank 0's student and head (DDP
-    broadcasts them), each backward averages the gradients over the ranks, and each forward gives every rank
-    rank 0's BatchNorm buffers. Local BatchNorm statistics (no SyncBatchNorm): see the README, "Past one GPU"."""
-    from torch.nn.parallel import DistributedDataParallel
-
-    device = torch.device(device)
-    return DistributedDataParallel(trainee, device_ids=[device.index] if device.type == "cuda" else None)
-
-
-def _ddp_mode(mode: str, asked) -> str:
-    """The compile mode under DDP: DDP's gradient all-reduce runs in autograd hooks between the graphs that
-    CUDA-graph trees would capture and replay, a combination fastcae has not validated on GPUs, so it is not
-    used: "cudagraphs" becomes "inductor" (compiled, without graphs); the other modes are unchanged. A user
-    who asked for "cudagraphs" by name is told."""
-    if mode != "cudagraphs":
-        return mode
-    if asked == "cudagraphs":
-        warnings.warn("fastcae: compile='cudagraphs' is not used under DDP (its gradient all-reduce runs between "
-                      "the captured graphs); the steps compile with inductor, without CUDA graphs",
-                      RuntimeWarning, stacklevel=4)
-    return "inductor"
-
-
 class Steps:
     """The run's two steps, built once: the forwards (compiled when ``cfg.compile`` asks for it on this
     device, else plain), the orchestration around them, and the fall-back to the plain forwards.
@@ -264,10 +228,13 @@ class Steps:
     def __init__(self, ctx: StepContext, cfg: DistillConfig, device, world: World = World()):
         self.ctx = ctx
         self.cfg = cfg
+        self.world = world
         self.mode = resolve_mode(cfg.compile, device)
-        if world.distributed:
-            self.mode = _ddp_mode(self.mode, cfg.compile)
-            ctx.trainee = _ddp(ctx.trainee, device)
+        # under torchrun every process starts from rank 0's student and head (the head is built after each
+        # process seeded its own stream); the student step then averages their gradients
+        self._learning = [p for m in (ctx.student, ctx.head) if m is not None for p in m.parameters()]
+        world.share_tensors([t for m in (ctx.student, ctx.head) if m is not None
+                             for t in (*m.parameters(), *m.buffers())])
         self._compiled = _compile_forwards(self.mode)
         self._plain = {"generator": generator_loss, "student": student_loss}
         self.active = self._compiled is not None  # False when eager, or after a fall-back to eager
@@ -321,6 +288,7 @@ class Steps:
             return {"kd": kd, "cncl": cncl}
 
         terms = self._run("student", forward_backward)
+        self.world.average_gradients(self._learning)  # data parallel: the mean gradient over the global batch
         optimizer.step()
         return terms
 

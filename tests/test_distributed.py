@@ -60,7 +60,7 @@ def test_the_ranks_slices_together_are_the_one_process_batch(paradigm):
 
 
 # ------------------------------------------------------------------------------------ under torchrun (gloo)
-def torchrun(*args, nproc=2, restarts=0, timeout=240) -> subprocess.CompletedProcess:
+def torchrun(*args, nproc=2, restarts=0, timeout=600) -> subprocess.CompletedProcess:
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            "--max-restarts", str(restarts), "--monitor-interval", "0.2", str(WORKER), *map(str, args)]
     env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONWARNINGS="ignore")
@@ -88,6 +88,15 @@ def test_two_processes_end_with_one_student_from_different_images(tmp_path, para
     distance = torch.cdist(first["images"].flatten(1), second["images"].flatten(1))
     assert distance.min() > 1e-3
     assert first["history"][-1].get("g_bn") is not None
+
+
+@needs_torchrun
+def test_compiled_steps_work_under_ddp(tmp_path):
+    done = torchrun("--out", tmp_path, "--set", "compile=aot_eager", "--epochs", 3)
+    assert done.returncode == 0, done.stderr[-3000:]
+    first, second = ranks(tmp_path)
+    assert first["compile_mode"] == second["compile_mode"] == "aot_eager"  # compiled, no fall-back to eager
+    assert same_student(first["student"], second["student"])
 
 
 @needs_torchrun

@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--kill-rank", type=int, default=None)
     p.add_argument("--kill-after-epoch", type=int, default=None)
-    p.add_argument("--set", action="append", default=[], help="KEY=VALUE distill options (ints)")
+    p.add_argument("--set", action="append", default=[], help="KEY=VALUE distill options (ints, or strings)")
     args = p.parse_args()
     torch.set_num_threads(1)
     rank = int(os.environ.get("RANK", "0"))
@@ -48,14 +48,16 @@ def main() -> None:
     torch.manual_seed(0)
     teacher, student = trained_like_teacher(), tiny_classifier()
     options = dict(TINY, epochs=args.epochs, synth_batch_size=20, student_batch_size=16, paradigm=args.paradigm)
-    options.update({k: int(v) for k, _, v in (item.partition("=") for item in args.set)})
+    options.update({k: int(v) if v.lstrip("-").isdigit() else v
+                    for k, _, v in (item.partition("=") for item in args.set)})
     result = distill(teacher, student, image_shape=(1, 8, 8), mean=(0.5,), std=(0.5,), checkpoint_dir=args.checkpoint,
                      **options)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     images, labels, _ = result.pool.tensors()
     torch.save({"student": result.student.state_dict(), "images": images.cpu(), "labels": labels.cpu(),
-                "history": result.history, "world_size": int(os.environ.get("WORLD_SIZE", "1"))},
+                "history": result.history, "world_size": int(os.environ.get("WORLD_SIZE", "1")),
+                "compile_mode": result.compile_mode},
                out / f"rank{rank}.pt")
 
 
