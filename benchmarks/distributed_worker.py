@@ -2,7 +2,7 @@
 with torchrun at 1..N processes): the benchmark scale's run (``scales.build_run``, global batches), timed.
 
 Every process synthesises its share of ``--synth-batches`` global batches (cae, adversarial term on), then
-takes ``--student-steps`` DDP student steps on its share of each global student batch; a barrier closes each
+takes ``--student-steps`` data-parallel student steps (gradients averaged) on its share of each global student batch; a barrier closes each
 phase, so the time is the slowest process's. Rank 0 writes images per second (global) to ``--out``.
 """
 
@@ -29,7 +29,7 @@ def main() -> None:
     args = p.parse_args()
     world = distributed.join(DEVICE)
     device = f"cuda:{world.local_rank}" if DEVICE == "cuda" else "cpu"
-    backend = "cudagraphs" if DEVICE == "cuda" else "eager"  # what distill runs by default (DDP: inductor)
+    backend = "cudagraphs" if DEVICE == "cuda" else "eager"  # what distill runs by default
     with kernels_for(backend):
         run = build_run("cae", backend, SCALE, world=world, device=device)
         adv = run.cfg.adv_weight
