@@ -2,8 +2,9 @@
 with torchrun at 1..N processes): the benchmark scale's run (``scales.build_run``, global batches), timed.
 
 Every process synthesises its share of ``--synth-batches`` global batches (cae, adversarial term on), then
-takes ``--student-steps`` data-parallel student steps (gradients averaged) on its share of each global student batch; a barrier closes each
-phase, so the time is the slowest process's. Rank 0 writes images per second (global) to ``--out``.
+takes ``--student-steps`` data-parallel student steps (gradients averaged) on its share of each global
+student batch; a barrier closes each phase, so the time is the slowest process's. Rank 0 writes images per
+second (global) to ``--out``.
 """
 
 import argparse
