@@ -215,6 +215,9 @@ def distill(
     if not planned:  # a given schedule's global batches must divide among the processes: say so now
         for key in ("student_batch_size", "synth_batch_size"):
             distributed.local_share(getattr(cfg, key), world, key)
+    if world.distributed and world.main:
+        _say(cfg, f"fastcae: {world.size} processes ({distributed.backend()}); each synthesises with its "
+                  f"own generator and takes 1/{world.size} of every global batch")
     cfg = cfg.replace(precision=resolve_precision(cfg.precision, device))  # recorded: the run's real precision
     image_shape = _check_image_shape(image_shape)
     mean = _check_norm("mean", mean, image_shape[0])

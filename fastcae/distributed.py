@@ -155,6 +155,11 @@ def current() -> World:
     return World()
 
 
+def backend() -> str:
+    """The running process group's backend ("nccl", "gloo"), or "none"."""
+    return dist.get_backend() if dist.is_available() and dist.is_initialized() else "none"
+
+
 def launched() -> bool:
     """Whether this process was started by torchrun (or another launcher that sets the same variables) as one
     of several."""
