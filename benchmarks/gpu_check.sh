@@ -12,8 +12,11 @@
 #   steps    120  student (512) and generator (400) steps, ResNet-34 -> ResNet-18, eager / compiled / CUDA
 #                 graphs, fp32 and bf16; whether CUDA graphs were really captured
 #   profile   90  a 60-second NVML-profiled cae run with the throughput report
+#   native   100  the native runner built by CMake against the GPU image's torch, the demo's student exported
+#                 for cuda and checked against Python, then timed (--bench); DEMO_RUN names a finished demo
+#                 run to export (else check_demo_student.py makes one with a 30 s budget)
 #   summary   10  ratios against the targets, GPU-hours of the CIFAR presets
-# Sum of caps: 470 s. The longer parts of gpu_session.sh stay for deeper work.
+# Sum of caps: 570 s. The longer parts of gpu_session.sh stay for deeper work.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 OUT=${OUT:-gpu-out}
@@ -24,7 +27,11 @@ LOG="$OUT/check.jsonl"
 part() { local name=$1 cap=$2; shift 2; local t0=$SECONDS; timeout --kill-after=5 "$cap" "$@"; local rc=$?
          echo "{\"part\": \"timing\", \"name\": \"$name\", \"seconds\": $((SECONDS - t0)), \"rc\": $rc}" >> "$LOG"; }
 
-part install 20 bash -c "$PY -c 'import fastcae' 2>/dev/null || $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null"
+# The repository on the path first: scripts under benchmarks/ and native/ import fastcae from here even where
+# the install below fails (the image has no network). The test for an install runs outside the repository,
+# where the working directory cannot stand in for it.
+export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
+part install 20 bash -c "(cd / && $PY -c 'import fastcae' 2>/dev/null) || $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.csv" 2>&1
 part versions 10 $PY benchmarks/gpu_check.py versions "$LOG"
 part tests 170 bash -c "$PY -m pytest -q -p no:cacheprovider tests/kernels --ignore=tests/kernels/test_check.py > '$OUT/tests.txt' 2>&1"
@@ -37,4 +44,9 @@ torch.save(create_model('resnet34', num_classes=10).state_dict(), '/tmp/r34.pt')
 $PY -m fastcae profile --preset cifar10-resnet34-resnet18 --teacher /tmp/r34.pt --out /tmp/profile-run \
   --report '$OUT/profile-cifar10-r34-r18.json' --no-progress --set max_seconds=60 --set text_encoder=random \
   > '$OUT/profile.txt' 2>&1"
+part native 100 bash -c "{ cmake -S . -B /tmp/native-build -G Ninja -DPython3_EXECUTABLE=\$(command -v $PY) && \
+cmake --build /tmp/native-build -j \$(nproc) && mkdir -p /tmp/demo-run && cp -r \${DEMO_RUN:-/nonexistent}/. /tmp/demo-run/ ; \
+$PY native/check_demo_student.py /tmp/demo-run /tmp/native-build/fastcae-run --device cuda && \
+/tmp/native-build/fastcae-run /tmp/demo-run/student.pt2 /tmp/demo-run/digits_test.npy --bench --device cuda | tail -8; \
+} > '$OUT/native.txt' 2>&1"
 part summary 10 bash -c "$PY benchmarks/gpu_check.py summary '$LOG' | tee '$OUT/summary.md'"

@@ -1,7 +1,7 @@
 """End to end, as a user ships a student: the demo's run -> `fastcae export` -> the native runner, whose
 predictions on the digits test split must equal Python's (same top-1 on every image, logits within 1e-4).
 
-    python native/check_demo_student.py RUN_DIR RUNNER [--budget 30]
+    python native/check_demo_student.py RUN_DIR RUNNER [--budget 30] [--device cpu|cuda]
 
 RUN_DIR: a `fastcae demo` output (made here with a short budget if it holds no student); RUNNER: the built
 `fastcae-run`. CI (`.ci/run`) calls it after `cmake --build`; it prints the export and build-free timings.
@@ -24,6 +24,7 @@ def main(argv=None) -> int:
     p.add_argument("run_dir")
     p.add_argument("runner")
     p.add_argument("--budget", type=float, default=30.0, help="demo budget in seconds, if the run is made here")
+    p.add_argument("--device", default="cpu", help="export for and run on this device (cpu or cuda)")
     args = p.parse_args(argv)
     run = Path(args.run_dir)
     if not (run / "student.json").is_file():
@@ -37,7 +38,7 @@ def main(argv=None) -> int:
 
     student, card = read_student(run)
     t0 = time.perf_counter()
-    report = export_student(student, card, run / "student.pt2")
+    report = export_student(student, card, run / "student.pt2", device=args.device)
     print(f"export: {time.perf_counter() - t0:.1f} s, {report.bytes / 1e6:.1f} MB, "
           f"{report.max_abs_diff:.1e} from eager on its check batch")
 

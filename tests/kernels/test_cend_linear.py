@@ -267,8 +267,8 @@ def test_compile_fullgraph_aot_eager():
     torch.testing.assert_close(loss_c, loss_e, atol=0, rtol=1e-6)
     for a, e in zip(g_c, g_e):
         torch.testing.assert_close(a, e, atol=0, rtol=1e-6)
-    for name in ("running_mean", "running_var"):
-        torch.testing.assert_close(kw_comp[name], kw_eager[name], atol=0, rtol=0)
+    for name in ("running_mean", "running_var"):  # on a GPU the batch statistics are summed in any order
+        torch.testing.assert_close(kw_comp[name], kw_eager[name], atol=0, rtol=0 if DEVICE == "cpu" else 1e-6)
 
 
 def test_noise_state_is_read_from_memory():

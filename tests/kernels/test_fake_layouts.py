@@ -1,12 +1,25 @@
 """The fake (meta) implementations that torch.compile traces with must promise the layout the real ops return:
 a compiled graph that believes a gradient is column-major while the kernel wrote it row-major reads garbage."""
 
+import pytest
 import torch
 from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
 import fastcae.kernels.cend_linear  # noqa: F401  (registers the ops)
 import fastcae.kernels.logit_loss  # noqa: F401
+
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+
+@pytest.fixture(autouse=True)
+def _on_the_kernels_device():
+    """The tensors below are made where the fused kernels run (a GPU, or the CPU under the interpreter): CPU
+    tensors on a GPU machine would go to the PyTorch reference and test nothing."""
+    torch.set_default_device(DEVICE)
+    yield
+    torch.set_default_device("cpu")
 
 
 def _same_meta(op, *args):
