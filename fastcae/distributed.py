@@ -174,7 +174,13 @@ def join(device_type: str) -> World:
         backend = "nccl" if device_type == "cuda" else "gloo"
         if backend == "nccl":
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-        dist.init_process_group(backend=backend)
+        store, rank, size = next(dist.rendezvous("env://"))
+        # torchrun keeps one store across the restarts of a job: a restarted process could read the addresses
+        # that the processes of the attempt before it left there and wait on a peer that is gone (gloo:
+        # "connectFullMesh failed ... Connection refused"). Each attempt gets keys of its own.
+        attempt = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+        store = dist.PrefixStore(f"fastcae/attempt-{attempt}", store)
+        dist.init_process_group(backend=backend, store=store, rank=rank, world_size=size)
         atexit.register(_close)
     return current()
 

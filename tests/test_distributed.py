@@ -112,6 +112,15 @@ def test_a_killed_process_ends_the_job_within_seconds(tmp_path):
 
 
 @needs_torchrun
+def test_the_processes_of_a_restarted_job_find_each_other_not_the_attempt_before(tmp_path):
+    """torchrun keeps one store across restarts; a restarted process that read the dead attempt's addresses
+    waited on a peer that was gone (gloo: 'connectFullMesh failed ... Connection refused')."""
+    done = torchrun("--out", tmp_path, "--join-only", "--kill-rank", 1, restarts=1, timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert [(tmp_path / f"joined{r}").read_text() for r in (0, 1)] == ["2 2", "2 2"]
+
+
+@needs_torchrun
 def test_a_restarted_job_resumes_to_the_student_of_an_uninterrupted_run(tmp_path):
     whole = torchrun("--out", tmp_path / "whole", "--checkpoint", tmp_path / "ckpt-whole")
     assert whole.returncode == 0, whole.stderr[-3000:]

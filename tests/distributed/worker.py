@@ -3,6 +3,7 @@ TINY problem, every paradigm), after which every rank writes what the test compa
 
     torchrun --nproc_per_node 2 tests/distributed/worker.py --paradigm cae --out DIR [--checkpoint DIR]
         [--kill-rank R --kill-after-epoch E]   # SIGKILL rank R once epoch E's checkpoint is written (first try)
+        [--join-only [--kill-rank R]]          # join the group, all-reduce once (rank R dies first try), exit
 """
 
 import argparse
@@ -16,6 +17,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests.helpers
 
+import fastcae.distributed  # noqa: E402
 import fastcae.loop  # noqa: E402
 from fastcae import distill  # noqa: E402
 from tests.helpers import TINY, tiny_classifier, trained_like_teacher  # noqa: E402
@@ -30,10 +32,21 @@ def main() -> None:
     p.add_argument("--kill-rank", type=int, default=None)
     p.add_argument("--kill-after-epoch", type=int, default=None)
     p.add_argument("--set", action="append", default=[], help="KEY=VALUE distill options (ints, or strings)")
+    p.add_argument("--join-only", action="store_true")
     args = p.parse_args()
     torch.set_num_threads(1)
     rank = int(os.environ.get("RANK", "0"))
     first_try = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0") == "0"
+    if args.join_only:
+        world = fastcae.distributed.join("cpu")
+        total = torch.ones(1)
+        torch.distributed.all_reduce(total)
+        if args.kill_rank == rank and first_try:
+            os.kill(os.getpid(), signal.SIGKILL)
+        torch.distributed.barrier()
+        Path(args.out).mkdir(parents=True, exist_ok=True)
+        (Path(args.out) / f"joined{rank}").write_text(f"{world.size} {int(total.item())}")
+        return
     if args.kill_rank == rank and first_try:
         save = fastcae.loop._save
 
