@@ -42,10 +42,11 @@ def _torch_rng_noise(seed, offset, source_ids, dim):
 
 def _unfused(noise_fn):
     def fn(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, running_mean,
-           running_var, training, momentum, eps, weight, bias):
+           running_var, *, training, momentum, eps, weight, bias):
         noise = noise_fn(*noise_state, source_ids, embeddings.shape[1])
         return cend_linear_reference(embeddings, targets, source_ids, magnitudes, scale, noise, bn_weight, bn_bias,
-                                     running_mean, running_var, training, momentum, eps, weight, bias)
+                                     running_mean, running_var, training=training, momentum=momentum, eps=eps,
+                                     weight=weight, bias=bias)
 
     return fn
 
@@ -104,7 +105,7 @@ def test_cend_linear_fwd_bwd(benchmark, shape, dtype, backend, noise):
             p.grad = None
         with torch.autocast(DEVICE, dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
             h = fn(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias,
-                   running_mean, running_var, True, MOMENTUM, EPS, weight, bias)
+                   running_mean, running_var, training=True, momentum=MOMENTUM, eps=EPS, weight=weight, bias=bias)
         h.backward(torch.ones_like(h))
         sync()
 

@@ -22,6 +22,13 @@ COMPILE_MODES = ("eager", "inductor", "cudagraphs", "aot_eager")  # how the two 
 PRECISIONS = ("fp32", "bf16")
 
 
+def check_compile_mode(compile) -> None:
+    """``compile`` is True, False, None (auto) or one of ``COMPILE_MODES``; else a ValueError naming them."""
+    if compile not in (None, True, False) and compile not in COMPILE_MODES:
+        raise ValueError(f"compile={compile!r} is not a compile mode; use True, False, None (auto) or one of "
+                         f"{', '.join(COMPILE_MODES)}")
+
+
 def check_noise_sources(names) -> None:
     """Raise ``ValueError`` listing the known sources if ``names`` holds one that is not in ``NOISE_SOURCES``."""
     unknown = [n for n in names if n not in NOISE_SOURCES]
@@ -181,13 +188,11 @@ class DistillConfig:
         if self.pool_policy not in POOL_POLICIES:
             raise ValueError(f"unknown pool_policy {self.pool_policy!r}; known: {', '.join(POOL_POLICIES)}")
         if self.precision is not None and self.precision not in PRECISIONS:
-            raise ValueError(f"precision={self.precision!r}; use 'bf16', 'fp32' or None (auto: bf16 on CUDA GPUs "
-                             f"that support it)")
+            raise ValueError(f"precision={self.precision!r}; use one of {', '.join(PRECISIONS)} or None (auto: bf16 "
+                             f"on CUDA GPUs that support it)")
         if self.pool_dtype not in POOL_DTYPES:
             raise ValueError(f"unknown pool_dtype {self.pool_dtype!r}; known: {', '.join(POOL_DTYPES)}")
-        if self.compile not in (None, True, False) and self.compile not in COMPILE_MODES:
-            raise ValueError(f"compile={self.compile!r} is not a compile mode; use True, False, None (auto) or "
-                             f"one of {', '.join(COMPILE_MODES)}")
+        check_compile_mode(self.compile)
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be a positive number of seconds, got {self.max_seconds}")
         for name in ("bn_weight", "ce_weight", "adv_weight", "cncl_weight"):

@@ -118,6 +118,7 @@ class DistillRun:
         self.health = HealthMonitor()
         self.revision: str | None = None  # why the plan was re-sized, reported once in the epoch's record
         self.cut: str | None = None  # the phase the budget cut short this epoch, reported in its record
+        self.stopping = False  # the budget is spent: decided once per epoch, before its evaluation
         self._synth_seconds = 0.0  # the current epoch's synthesis time (for the re-sizing)
 
     @property
@@ -276,7 +277,8 @@ class DistillRun:
             record["budget_cut"], self.cut = self.cut, None
         self.elapsed += time.perf_counter() - start
         acc = None
-        stopping = self.past(deadline)
+        # decided once: the epoch that ends the run is evaluated, even if the evaluation outlasts the budget
+        self.stopping = stopping = self.past(deadline)
         if self.eval_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopping):
             acc = self.evaluate()
         record.update({"seconds": self.elapsed, "images_synthesized": self.images_synthesized, "accuracy": acc})
@@ -352,7 +354,7 @@ def train(run: DistillRun, checkpoint_dir=None, started: float | None = None) ->
     try:
         while run.epoch < cfg.epochs:
             record = run.run_epoch(deadline)
-            stopping = run.past(deadline)
+            stopping = run.stopping
             if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs
                                                or stopping):
                 _save(run, checkpoint_dir)

@@ -44,6 +44,7 @@ def logit_loss(
     teacher_logits: Tensor,
     student_logits: Tensor,
     targets: Tensor,
+    *,
     temperature: float,
     kd_weight: float,
     adv_weight: float,

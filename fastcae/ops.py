@@ -224,11 +224,19 @@ def _run(op: str, fused, reference, args: tuple, key_tensor: Tensor, loss: bool 
 # --- the ops ---------------------------------------------------------------------------------------------
 
 
-def logit_loss(teacher_logits, student_logits, targets, temperature, kd_weight, adv_weight, ce_weight):
+def logit_loss(teacher_logits, student_logits, targets, *, temperature, kd_weight, adv_weight, ce_weight):
     """``kd_weight * KD_T + adv_weight * ADV + ce_weight * CE(teacher)``: see ``losses.logit_loss``."""
     args = (teacher_logits, student_logits, targets, float(temperature), float(kd_weight), float(adv_weight),
             float(ce_weight))
-    return _run("logit_loss", lambda *a: _kernel("logit_loss").logit_loss(*a), losses.logit_loss, args, student_logits)
+    return _run("logit_loss", lambda *a: _named_weights(_kernel("logit_loss").logit_loss, a),
+                lambda *a: _named_weights(losses.logit_loss, a), args, student_logits)
+
+
+def _named_weights(loss, args: tuple):
+    """``loss`` on ``_run``'s one tuple of arguments (it probes, copies and retries them as one), the four
+    weights passed by name as the losses take them."""
+    t, s, y, temperature, kd_weight, adv_weight, ce_weight = args
+    return loss(t, s, y, temperature=temperature, kd_weight=kd_weight, adv_weight=adv_weight, ce_weight=ce_weight)
 
 
 def bn_stats_loss(x, running_mean, running_var, ema_mean, ema_var, ema_weight):
@@ -244,7 +252,7 @@ def supcon_loss(z, labels, temperature):
 
 
 def cend_linear(embeddings, targets, source_ids, magnitudes, scale, noise_state, noise, bn_weight, bn_bias,
-                running_mean, running_var, training, momentum, eps, weight, bias):
+                running_mean, running_var, *, training, momentum, eps, weight, bias):
     """CEND front of the ``cae`` generator: gather + diffuse + BatchNorm1d + first Linear.
 
     The fused kernel draws the noise in registers from ``noise_state`` (an int64 ``[2]`` device tensor,
@@ -260,7 +268,7 @@ def _cend_linear_fused(embeddings, targets, source_ids, magnitudes, scale, noise
                        running_mean, running_var, training, momentum, eps, weight, bias):
     return _kernel("cend_linear").cend_linear(
         embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias,
-        running_mean, running_var, training, momentum, eps, weight, bias,
+        running_mean, running_var, training=training, momentum=momentum, eps=eps, weight=weight, bias=bias,
     )
 
 
@@ -277,5 +285,5 @@ def _cend_linear_reference(embeddings, targets, source_ids, magnitudes, scale, n
                          f"{embeddings.shape[1]}] for this batch, got {got}; call new_batch() first")
     return cend_linear_reference(
         embeddings, targets, source_ids, magnitudes, scale, noise, bn_weight, bn_bias, running_mean,
-        running_var, training, momentum, eps, weight, bias,
+        running_var, training=training, momentum=momentum, eps=eps, weight=weight, bias=bias,
     )

@@ -61,7 +61,7 @@ from torch import Tensor, nn
 from . import ops
 from .augment import Augment
 from .bn_stats import BNStatsLoss
-from .config import COMPILE_MODES, DistillConfig
+from .config import COMPILE_MODES, DistillConfig, check_compile_mode
 from .distributed import World
 from .models.features import FeatureTap, features_and_logits, has_feature_api, num_features
 
@@ -187,9 +187,7 @@ def resolve_mode(compile, device) -> str:
         return "cudagraphs" if cuda else "inductor"
     if compile is False:
         return "eager"
-    if compile not in MODES:
-        raise ValueError(f"compile={compile!r} is not a compile mode; use True, False, None (auto) or one of "
-                         f"{', '.join(MODES)}")
+    check_compile_mode(compile)
     if compile == "cudagraphs" and not cuda:
         raise ValueError("compile='cudagraphs' needs a CUDA device; use compile='inductor' on CPU")
     return compile

@@ -8,7 +8,7 @@ import torch
 
 from fastcae import checkpoint as ckpt
 from fastcae import distill
-from fastcae.config import make_config
+from fastcae.config import PARADIGMS, make_config
 from fastcae.loop import DistillRun
 from tests.helpers import TINY, tiny_classifier, trained_like_teacher
 
@@ -22,7 +22,7 @@ def _run(tmp, **kw):
 
 
 @pytest.mark.parametrize("compile_mode", [False, "aot_eager"], ids=["eager", "compiled"])
-@pytest.mark.parametrize("paradigm", ["cae", "nayer", "fast"])
+@pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_resume_gives_the_same_continuation(tmp_path, monkeypatch, paradigm, compile_mode):
     """Bit-identical, eager or compiled (where the fused optimisers' state goes through the checkpoint)."""
     straight, _ = _run(tmp_path / "a", paradigm=paradigm, epochs=4, g_life=2, compile=compile_mode)

@@ -100,3 +100,12 @@ def test_nothing_below_imports_api_loop_or_apps():
             for name, allowed in top.items():
                 if d == name:
                     assert _in(module, *allowed), f"{module} imports {name}"
+
+
+def test_the_cend_definition_sits_below_the_ops():
+    """``ops`` takes ``cend_linear``'s reference from ``synthesis.cend``, where the method's CEND step is defined;
+    so ``cend`` (and the Philox stream it draws from) may import only the bottom layer, never ``ops`` or the
+    generator that calls it."""
+    assert "fastcae.synthesis.cend" in GRAPH["fastcae.ops"]
+    for module in ("fastcae.synthesis.cend", "fastcae.synthesis.philox"):
+        assert GRAPH[module] <= {"fastcae.config", "fastcae.synthesis.philox"}, (module, GRAPH[module])

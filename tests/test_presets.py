@@ -9,7 +9,7 @@ from torch import nn
 import fastcae.api
 from fastcae import distill
 from fastcae.apps.cli import load_weights, main
-from fastcae.config import PRESETS, make_config
+from fastcae.config import PARADIGMS, PRESETS, make_config
 from fastcae.datasets import CIFAR10_CLASSES, CIFAR100_CLASSES
 from fastcae.models import create_model, list_models
 from fastcae.presets import get_preset, list_pair_presets, list_presets
@@ -50,7 +50,7 @@ def test_nayer_schedules_have_one_home():
     for dataset, g_steps in (("cifar10", 30), ("cifar100", 40)):
         pair = get_preset(f"{dataset}-wrn40_2-wrn16_2")
         assert PRESETS[f"nayer-{dataset}"] == pair.config
-        for paradigm in ("cae", "nayer", "fast"):
+        for paradigm in PARADIGMS:
             a = make_config(preset=f"nayer-{dataset}", paradigm=paradigm)
             b = make_config(preset=pair.name, paradigm=paradigm)
             assert a == b

@@ -14,7 +14,7 @@ from helpers import TINY, tiny_classifier, trained_like_teacher
 
 import fastcae.steps
 from fastcae import distill, ops
-from fastcae.config import make_config
+from fastcae.config import PARADIGMS, make_config
 from fastcae.steps import Steps, resolve_mode
 
 NAMES = [str(i) for i in range(5)]
@@ -58,7 +58,7 @@ def test_resolve_mode():
         make_config(compile="max-speed")
 
 
-@pytest.mark.parametrize("paradigm", ["cae", "nayer", "fast"])
+@pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_compiles_do_not_grow_with_steps_epochs_or_new_generators(paradigm, recwarn):
     """Three graphs (generator forward in warm-up and with the adversarial term, student forward), whether
     the run is 3 epochs of 2 student steps or 6 epochs of 5 with a new generator every epoch."""
@@ -82,7 +82,7 @@ def test_runs_in_one_process_do_not_exhaust_the_compile_cache():
         assert set(res.kernels) == {"logit_loss", "bn_stats_loss", "cend_linear", "supcon_loss"}
 
 
-@pytest.mark.parametrize("paradigm", ["cae", "nayer", "fast"])
+@pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_compiled_graphs_compute_what_eager_computes(paradigm, monkeypatch):
     """With the same (foreach) optimisers, a compiled run is bit-identical to the eager one: aot_eager runs
     the traced ATen graph, so even the random crops draw the same numbers in the same order."""
@@ -95,7 +95,7 @@ def test_compiled_graphs_compute_what_eager_computes(paradigm, monkeypatch):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-@pytest.mark.parametrize("paradigm", ["cae", "nayer", "fast"])
+@pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_compiled_losses_match_eager(paradigm):
     """As shipped, compiled runs use fused optimiser kernels, which round differently from the foreach
     ones: the losses agree to 1% after 4 epochs (measured: 1.3e-3 at worst, NAYER's KD at epoch 4)."""

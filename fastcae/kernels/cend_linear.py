@@ -599,6 +599,7 @@ def cend_linear(
     bn_bias: Optional[Tensor],
     running_mean: Optional[Tensor],
     running_var: Optional[Tensor],
+    *,
     training: bool,
     momentum: float,
     eps: float,

@@ -153,16 +153,16 @@ def _logit_loss_launches(mod, n_sm):
                         cfg = f"{dt} {tag} ROWS={rows} BLOCK_C={block_c} w={nw}"
                         common = dict(t_ptr=Ptr(dt), s_ptr=Ptr(dt), y_ptr=Ptr("i64"), B=B, C=C, stride_t=C,
                                       stride_s=C, temperature=20.0, ROWS=rows, BLOCK_C=block_c, ACC=tl.float32)
-                        yield Launch("logit_loss", "_kd_loss_fwd_kernel",
+                        yield Launch("logit_loss", "_logit_loss_fwd_kernel",
                                      dict(common, stats_ptr=Ptr("fp32"), **flags), nw, None, cfg, shape)
-                        yield Launch("logit_loss", "_kd_loss_reduce_kernel",
+                        yield Launch("logit_loss", "_logit_loss_reduce_kernel",
                                      dict(stats_ptr=Ptr("fp32"), y_ptr=Ptr("i64"), loss_ptr=Ptr("fp32"),
                                           nvalid_ptr=Ptr("fp32"), B=B, temperature=20.0, kd_weight=1.0,
                                           adv_weight=1.33, ce_weight=0.5, **flags,
                                           BLOCK_B=min(triton.next_power_of_2(B), 1024), ACC=tl.float32),
                                      4, None, f"{tag} BLOCK_B={min(triton.next_power_of_2(B), 1024)} w=4", shape)
                         dirs = "+".join(n for n, on in (("dt", need_dt), ("ds", need_ds)) if on)
-                        yield Launch("logit_loss", "_kd_loss_bwd_kernel",
+                        yield Launch("logit_loss", "_logit_loss_bwd_kernel",
                                      dict(common, stats_ptr=Ptr("fp32"), nvalid_ptr=Ptr("fp32"), go_ptr=Ptr("fp32"),
                                           dt_ptr=Ptr(dt), ds_ptr=Ptr(dt), stride_dt=C, stride_ds=C, kd_weight=1.0,
                                           adv_weight=1.33, ce_weight=0.5, **flags, NEED_DT=need_dt,

@@ -20,9 +20,9 @@ forward, so a call without grad costs only the forward, and the teacher gradient
 (teacher logits without grad) is neither computed nor allocated. (One pass writing the gradients in the
 forward, ``(2 + n_grads) * B * C * elt``, would need ``grad_output`` before the backward runs.)
 
-Kernels: ``_kd_loss_fwd_kernel`` (a block of rows per program, online log-sum-exp over column blocks),
-``_kd_loss_reduce_kernel`` (one program: ordered, deterministic batch sums -> the scalar loss and the number
-of non-ignored targets) and ``_kd_loss_bwd_kernel`` (same tiling, writes the gradients scaled by
+Kernels: ``_logit_loss_fwd_kernel`` (a block of rows per program, online log-sum-exp over column blocks),
+``_logit_loss_reduce_kernel`` (one program: ordered, deterministic batch sums -> the scalar loss and the number
+of non-ignored targets) and ``_logit_loss_bwd_kernel`` (same tiling, writes the gradients scaled by
 ``grad_output``). Terms whose weight is 0.0 are compiled out (constexpr flags); with finite logits they
 contribute exactly 0 in the reference too.
 """
@@ -39,7 +39,7 @@ from .shared import FLOAT_DTYPES, INTERPRET, acc_dtype, check_device, check_dtyp
 # --- constants -------------------------------------------------------------------------------------------
 
 IGNORE_INDEX = -100  # F.cross_entropy's default ignore_index: such rows drop out of the CE mean
-N_STATS = 8  # rows of the per-row statistics buffer, see _kd_loss_fwd_kernel
+N_STATS = 8  # rows of the per-row statistics buffer, see _logit_loss_fwd_kernel
 # Column block: one block covers C <= 2048 on a GPU (a single pass, every row in registers). The interpreter
 # uses a smaller block so the tests (C = 1000, 1271) exercise the multi-block online log-sum-exp.
 _MAX_BLOCK_C = 256 if INTERPRET else 2048
@@ -54,7 +54,7 @@ _TILE_ELEMS = 4096 if INTERPRET else 1024
 
 
 @triton.jit
-def _kd_loss_fwd_kernel(
+def _logit_loss_fwd_kernel(
     t_ptr,  # [B, C] teacher logits, unit column stride
     s_ptr,  # [B, C] student logits, unit column stride
     y_ptr,  # [B] integer targets (IGNORE_INDEX rows are skipped by the CE term)
@@ -169,7 +169,7 @@ def _kd_loss_fwd_kernel(
 
 
 @triton.jit
-def _kd_loss_reduce_kernel(
+def _logit_loss_reduce_kernel(
     stats_ptr,  # [N_STATS, B] per-row statistics from the forward kernel
     y_ptr,  # [B] integer targets
     loss_ptr,  # [] out, ACC dtype: the loss
@@ -217,7 +217,7 @@ def _kd_loss_reduce_kernel(
 
 
 @triton.jit
-def _kd_loss_bwd_kernel(
+def _logit_loss_bwd_kernel(
     t_ptr,  # [B, C] teacher logits
     s_ptr,  # [B, C] student logits
     y_ptr,  # [B] integer targets
@@ -376,11 +376,11 @@ def logit_loss_forward(
     n_valid = torch.empty((1,), dtype=acc, device=t.device)
     flags = dict(HAS_KD=kd_weight != 0.0, HAS_ADV=adv_weight != 0.0, HAS_CE=ce_weight != 0.0, IGNORE=IGNORE_INDEX)
     rows, block_c, num_warps = config or _launch_config(B, C, t.device)
-    _kd_loss_fwd_kernel[(triton.cdiv(B, rows),)](
+    _logit_loss_fwd_kernel[(triton.cdiv(B, rows),)](
         t, s, targets, stats, B, C, t.stride(0), s.stride(0), float(temperature),
         **flags, ROWS=rows, BLOCK_C=block_c, ACC=tl_acc, num_warps=num_warps,
     )
-    _kd_loss_reduce_kernel[(1,)](
+    _logit_loss_reduce_kernel[(1,)](
         stats, targets, loss, n_valid, B, float(temperature), float(kd_weight), float(adv_weight), float(ce_weight),
         **flags, BLOCK_B=min(triton.next_power_of_2(B), 1024), ACC=tl_acc, num_warps=4,
     )
@@ -416,7 +416,7 @@ def logit_loss_backward(
     if not (need_teacher_grad or need_student_grad):
         return dt, ds
     rows, block_c, num_warps = config or _launch_config(B, C, t.device)
-    _kd_loss_bwd_kernel[(triton.cdiv(B, rows),)](
+    _logit_loss_bwd_kernel[(triton.cdiv(B, rows),)](
         t, s, targets, stats, n_valid, grad_output,
         dt if need_teacher_grad else t, ds if need_student_grad else s,  # dummies are never written
         B, C, t.stride(0), s.stride(0), C, C,
@@ -432,7 +432,7 @@ def logit_loss_backward(
 
 
 @torch.library.custom_op("fastcae::logit_loss", mutates_args=())
-def _kd_loss_op(
+def _logit_loss_op(
     teacher_logits: Tensor,
     student_logits: Tensor,
     targets: Tensor,
@@ -444,7 +444,7 @@ def _kd_loss_op(
     return logit_loss_forward(teacher_logits, student_logits, targets, temperature, kd_weight, adv_weight, ce_weight)
 
 
-@_kd_loss_op.register_fake
+@_logit_loss_op.register_fake
 def _(teacher_logits, student_logits, targets, temperature, kd_weight, adv_weight, ce_weight):
     acc = acc_dtype(teacher_logits, student_logits)
     B = teacher_logits.shape[0]
@@ -456,7 +456,7 @@ def _(teacher_logits, student_logits, targets, temperature, kd_weight, adv_weigh
 
 
 @torch.library.custom_op("fastcae::logit_loss_backward", mutates_args=())
-def _kd_loss_backward_op(
+def _logit_loss_backward_op(
     grad_output: Tensor,
     teacher_logits: Tensor,
     student_logits: Tensor,
@@ -476,7 +476,7 @@ def _kd_loss_backward_op(
     )
 
 
-@_kd_loss_backward_op.register_fake
+@_logit_loss_backward_op.register_fake
 def _(grad_output, teacher_logits, student_logits, targets, stats, n_valid, temperature, kd_weight, adv_weight,
       ce_weight, need_teacher_grad, need_student_grad):
     # row-major like the real op (empty_like would keep a transposed input's strides)
@@ -496,13 +496,13 @@ def _setup_context(ctx, inputs, output):
 def _backward(ctx, grad_loss, grad_stats, grad_n_valid):
     teacher_logits, student_logits, targets, stats, n_valid = ctx.saved_tensors
     need_t, need_s = ctx.needs_input_grad[0], ctx.needs_input_grad[1]
-    dt, ds = _kd_loss_backward_op(
+    dt, ds = _logit_loss_backward_op(
         grad_loss, teacher_logits, student_logits, targets, stats, n_valid, *ctx.args, need_t, need_s
     )
     return (dt if need_t else None), (ds if need_s else None), None, None, None, None, None
 
 
-_kd_loss_op.register_autograd(_backward, setup_context=_setup_context)
+_logit_loss_op.register_autograd(_backward, setup_context=_setup_context)
 
 
 # --- public function -------------------------------------------------------------------------------------
@@ -512,18 +512,19 @@ def logit_loss(
     teacher_logits: Tensor,
     student_logits: Tensor,
     targets: Tensor,
+    *,
     temperature: float,
     kd_weight: float,
     adv_weight: float,
     ce_weight: float,
 ) -> Tensor:
-    """``kd_weight * KD_T(s, t) + adv_weight * ADV(s, t) + ce_weight * CE(t, targets)`` as one fused op.
+    """``kd_weight * KD_T(t, s) + adv_weight * ADV(t, s) + ce_weight * CE(t, targets)`` as one fused op.
 
     Same signature, value and gradients as ``fastcae.losses.logit_loss``; returns a 0-d fp32 tensor.
     Gradients flow to whichever logits require grad (both in the generator step, the student's alone in
     the student step) and come back in the logits' dtype.
     """
-    loss, _, _ = _kd_loss_op(
+    loss, _, _ = _logit_loss_op(
         teacher_logits, student_logits, targets, float(temperature), float(kd_weight), float(adv_weight),
         float(ce_weight),
     )

@@ -165,6 +165,7 @@ def cend_linear_reference(
     bn_bias: Tensor,
     running_mean: Tensor | None,
     running_var: Tensor | None,
+    *,
     training: bool,
     momentum: float,
     eps: float,

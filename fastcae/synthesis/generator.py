@@ -132,8 +132,8 @@ class CENDInput(GeneratorInput):
             bn.num_batches_tracked.add_(1)
         return ops.cend_linear(
             self.cend.embeddings, targets, source_ids, self.cend.magnitudes, self.cend.scale, self.noise_state,
-            self.noise, bn.weight, bn.bias, bn.running_mean, bn.running_var, bn.training, bn.momentum, bn.eps,
-            linear.weight, linear.bias,
+            self.noise, bn.weight, bn.bias, bn.running_mean, bn.running_var, training=bn.training,
+            momentum=bn.momentum, eps=bn.eps, weight=linear.weight, bias=linear.bias,
         )
 
     def forward(self, targets: Tensor, source_ids: Tensor) -> Tensor:

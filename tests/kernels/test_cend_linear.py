@@ -212,7 +212,8 @@ def test_fp64_gradcheck():
 
     def fn(gamma, beta, weight, bias):
         return cend_linear(kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"],
-                           kw["noise_state"], gamma, beta, None, None, True, MOMENTUM, EPS, weight, bias)
+                           kw["noise_state"], gamma, beta, None, None, training=True, momentum=MOMENTUM, eps=EPS,
+                           weight=weight, bias=bias)
 
     assert fn(kw["bn_weight"], kw["bn_bias"], kw["weight"], kw["bias"]).dtype == torch.float64
     assert torch.autograd.gradcheck(fn, (kw["bn_weight"], kw["bn_bias"], kw["weight"], kw["bias"]),

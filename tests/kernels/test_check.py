@@ -45,7 +45,7 @@ def test_compiles_a_kernel_for_sm_90_without_a_gpu():
         "args = dict(stats_ptr=f32, y_ptr=check.Ptr('i64'), loss_ptr=f32, nvalid_ptr=f32, B=400, temperature=20.0,\n"
         "            kd_weight=1.0, adv_weight=0.0, ce_weight=0.0, HAS_KD=True, HAS_ADV=False, HAS_CE=False,\n"
         "            IGNORE=-100, BLOCK_B=512, ACC=tl.float32)\n"
-        "c = check._compile(m._kd_loss_reduce_kernel, args, GPUTarget('cuda', 90, 32), {'num_warps': 4})\n"
+        "c = check._compile(m._logit_loss_reduce_kernel, args, GPUTarget('cuda', 90, 32), {'num_warps': 4})\n"
         "regs, spills = check._n_regs_spills(c.asm['cubin'])\n"
         "print(regs, spills, c.metadata.shared, c.metadata.num_warps)\n"
     )

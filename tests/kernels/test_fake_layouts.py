@@ -30,7 +30,7 @@ def _same_meta(op, *args):
         assert (r.shape, r.dtype, r.stride()) == (f.shape, f.dtype, f.stride()), op
 
 
-def test_kd_loss_backward_fake_is_row_major_for_transposed_logits():
+def test_logit_loss_backward_fake_is_row_major_for_transposed_logits():
     B, C = 6, 5
     t, s = torch.randn(C, B).t(), torch.randn(C, B).t()  # [B, C], column-major
     y = torch.randint(0, C, (B,))

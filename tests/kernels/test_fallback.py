@@ -49,11 +49,11 @@ def test_a_kernel_that_fails_to_compile_falls_back_to_the_reference_and_warns_on
     t, s, y = _logits()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        got = ops.logit_loss(t, s, y, 4.0, 1.0, 0.5, 0.2)
-        again = ops.logit_loss(t, s, y, 4.0, 1.0, 0.5, 0.2)
+        got = ops.logit_loss(t, s, y, temperature=4.0, kd_weight=1.0, adv_weight=0.5, ce_weight=0.2)
+        again = ops.logit_loss(t, s, y, temperature=4.0, kd_weight=1.0, adv_weight=0.5, ce_weight=0.2)
     mine = [w for w in caught if "fused kernel logit_loss failed" in str(w.message)]
     assert len(mine) == 1 and "PassManager::run failed" in str(mine[0].message)
-    want = losses.logit_loss(t, s, y, 4.0, 1.0, 0.5, 0.2)
+    want = losses.logit_loss(t, s, y, temperature=4.0, kd_weight=1.0, adv_weight=0.5, ce_weight=0.2)
     torch.testing.assert_close(got, want)
     torch.testing.assert_close(again, want)
     got.backward()  # the reference's graph: the run goes on
@@ -107,10 +107,11 @@ def test_cend_linear_falls_back_even_when_the_caller_skipped_the_noise(monkeypat
     state = torch.tensor([123, 4096], dtype=torch.int64)
     rm, rv = torch.zeros(D), torch.ones(D)
     with pytest.warns(RuntimeWarning, match="cend_linear failed"):
-        h = ops.cend_linear(emb, y, src, mag, scale, state, None, gamma, beta, rm, rv, True, 0.1, 1e-5, w, bias)
+        h = ops.cend_linear(emb, y, src, mag, scale, state, None, gamma, beta, rm, rv, training=True, momentum=0.1,
+                            eps=1e-5, weight=w, bias=bias)
     rm2, rv2 = torch.zeros(D), torch.ones(D)
     want = cend_linear_reference(emb, y, src, mag, scale, counter_noise(123, 4096, src, D), gamma, beta, rm2, rv2,
-                                 True, 0.1, 1e-5, w, bias)
+                                 training=True, momentum=0.1, eps=1e-5, weight=w, bias=bias)
     torch.testing.assert_close(h, want)
     torch.testing.assert_close(rm, rm2)  # the running statistics moved once, as the reference moves them
 
@@ -121,4 +122,4 @@ def test_bad_input_is_still_an_error_and_the_triton_backend_raises(monkeypatch):
     assert "supcon_loss" not in ops._failed
     _break(monkeypatch, "logit_loss", "logit_loss", RuntimeError("simulated"))
     with ops.backend("triton"), pytest.raises(RuntimeError, match="simulated"):
-        ops.logit_loss(*_logits(), 4.0, 1.0, 0.0, 0.0)
+        ops.logit_loss(*_logits(), temperature=4.0, kd_weight=1.0, adv_weight=0.0, ce_weight=0.0)

@@ -42,6 +42,12 @@ def _loss_atol(temperature, atol=1e-6):
     return atol + 5e-7 * temperature**2
 
 
+def named(w: tuple) -> dict:
+    """A case's four weights, by name, as the losses take them."""
+    temperature, kd_weight, adv_weight, ce_weight = w
+    return dict(temperature=temperature, kd_weight=kd_weight, adv_weight=adv_weight, ce_weight=ce_weight)
+
+
 def _make_logits(B, C, dtype, agree_frac=0.5):
     """Teacher logits with a non-zero mean; student = noisy teacher on about ``agree_frac`` of the rows
     (argmaxes mostly agree there) and an unrelated draw on the others (argmaxes mostly disagree)."""
@@ -57,7 +63,7 @@ def _run(fn, t, s, y, w, grad_scale, teacher_grad=True):
     """Forward + backward with a loss gradient != 1; returns (loss, dt or None, ds)."""
     t = t.detach().clone().requires_grad_(teacher_grad)
     s = s.detach().clone().requires_grad_(True)
-    loss = fn(t, s, y, *w)
+    loss = fn(t, s, y, **named(w))
     loss.backward(grad_scale)
     return loss.detach(), t.grad, s.grad
 
@@ -104,8 +110,9 @@ def test_gpu_tilings(config):
     y = torch.randint(0, C, (B,), device=DEVICE)
     w = (3.0, 0.9, 1.2, 0.4)
     g = torch.tensor(1.7, device=DEVICE)
-    loss, stats, n_valid = logit_loss_forward(t, s, y, *w, config=config)
-    dt, ds = logit_loss_backward(g, t, s, y, stats, n_valid, *w, True, True, config=config)
+    loss, stats, n_valid = logit_loss_forward(t, s, y, **named(w), config=config)
+    dt, ds = logit_loss_backward(g, t, s, y, stats, n_valid, **named(w), need_teacher_grad=True,
+                                 need_student_grad=True, config=config)
     loss_r, dt_r, ds_r = _run(logit_loss, t, s, y, w, g)
     _assert_close(loss, loss_r, _loss_atol(w[0]), 1e-5, "loss")
     _assert_close(dt, dt_r, _grad_atol(dt_r, 1e-5), 1e-4, "d teacher")
@@ -160,8 +167,9 @@ def test_out_of_range_target_gives_nan():
     nan instead of a silently wrong number."""
     t, s = _make_logits(4, 10, torch.float32)
     y = torch.tensor([1, 10, 3, -100], device=DEVICE)
-    assert torch.isnan(fused_logit_loss(t, s, y, 1.0, 0.0, 1.33, 0.5))
-    assert torch.isfinite(fused_logit_loss(t, s, y, 20.0, 1.0, 0.0, 0.0))  # no CE term: targets unused
+    assert torch.isnan(fused_logit_loss(t, s, y, temperature=1.0, kd_weight=0.0, adv_weight=1.33, ce_weight=0.5))
+    # no CE term: targets unused
+    assert torch.isfinite(fused_logit_loss(t, s, y, temperature=20.0, kd_weight=1.0, adv_weight=0.0, ce_weight=0.0))
 
 
 def test_no_grad_and_strided_inputs():
@@ -171,9 +179,9 @@ def test_no_grad_and_strided_inputs():
     t, s = wide_t[:, 7 : 7 + C], wide_s[:, 3 : 3 + C]
     y = torch.randint(0, C, (B,), device=DEVICE)
     w = (4.0, 1.0, 1.33, 0.5)
-    loss = fused_logit_loss(t, s, y, *w)
+    loss = fused_logit_loss(t, s, y, **named(w))
     assert not loss.requires_grad
-    _assert_close(loss, logit_loss(t, s, y, *w), _loss_atol(w[0]), 1e-5, "loss")
+    _assert_close(loss, logit_loss(t, s, y, **named(w)), _loss_atol(w[0]), 1e-5, "loss")
 
 
 def test_outputs_fully_written(monkeypatch):
@@ -207,7 +215,8 @@ def test_gradcheck_fp64():
     s[0] = t[0].detach() * 0.5  # at least one row whose argmaxes agree
     s.requires_grad_()
     y = torch.randint(0, C, (B,), device=DEVICE)
-    assert torch.autograd.gradcheck(lambda a, b: fused_logit_loss(a, b, y, 3.0, 0.7, 1.1, 0.3), (t, s))
+    w = dict(temperature=3.0, kd_weight=0.7, adv_weight=1.1, ce_weight=0.3)
+    assert torch.autograd.gradcheck(lambda a, b: fused_logit_loss(a, b, y, **w), (t, s))
 
 
 def test_opcheck():
@@ -230,12 +239,12 @@ def test_compile_fullgraph(w):
     y = torch.randint(0, C, (B,), device=DEVICE)
 
     def fn(a, b, targets):
-        return fused_logit_loss(a, b, targets, *w) * 2.0
+        return fused_logit_loss(a, b, targets, **named(w)) * 2.0
 
     compiled = torch.compile(fn, fullgraph=True, backend="aot_eager")
     g = torch.tensor(0.9, device=DEVICE)
-    loss, dt, ds = _run(lambda a, b, targets, *_: compiled(a, b, targets), t, s, y, w, g)
-    loss_e, dt_e, ds_e = _run(lambda a, b, targets, *_: fn(a, b, targets), t, s, y, w, g)
+    loss, dt, ds = _run(lambda a, b, targets, **_: compiled(a, b, targets), t, s, y, w, g)
+    loss_e, dt_e, ds_e = _run(lambda a, b, targets, **_: fn(a, b, targets), t, s, y, w, g)
     _assert_close(loss, loss_e, 0.0, 0.0, "loss")
     _assert_close(dt, dt_e, 0.0, 0.0, "d teacher")
     _assert_close(ds, ds_e, 0.0, 0.0, "d student")
@@ -245,10 +254,10 @@ def test_input_errors():
     t, s = _make_logits(4, 10, torch.float32)
     y = torch.randint(0, 10, (4,), device=DEVICE)
     with pytest.raises(ValueError, match="differ in shape"):
-        fused_logit_loss(t, s[:, :9], y, 1.0, 1.0, 0.0, 0.0)
+        fused_logit_loss(t, s[:, :9], y, temperature=1.0, kd_weight=1.0, adv_weight=0.0, ce_weight=0.0)
     with pytest.raises(ValueError, match="targets must be"):
-        fused_logit_loss(t, s, y[:3], 1.0, 1.0, 0.0, 0.0)
+        fused_logit_loss(t, s, y[:3], temperature=1.0, kd_weight=1.0, adv_weight=0.0, ce_weight=0.0)
     with pytest.raises(TypeError, match="targets must be int64"):
-        fused_logit_loss(t, s, y.float(), 1.0, 1.0, 0.0, 0.0)
+        fused_logit_loss(t, s, y.float(), temperature=1.0, kd_weight=1.0, adv_weight=0.0, ce_weight=0.0)
     with pytest.raises(ValueError, match="temperature"):
-        fused_logit_loss(t, s, y, 0.0, 1.0, 0.0, 0.0)
+        fused_logit_loss(t, s, y, temperature=0.0, kd_weight=1.0, adv_weight=0.0, ce_weight=0.0)

@@ -41,8 +41,8 @@ def test_every_kernel_module_reads_triton_interpret_as_triton_does(value, expect
 
 def _logit_loss(dtype, device):
     t = torch.zeros(4, 10, dtype=dtype, device=device)
-    return lambda: logit_loss.logit_loss_forward(t, t, torch.zeros(4, dtype=torch.int64, device=device), 4.0, 1.0,
-                                              0.0, 0.0)
+    return lambda: logit_loss.logit_loss_forward(t, t, torch.zeros(4, dtype=torch.int64, device=device),
+                                                 temperature=4.0, kd_weight=1.0, adv_weight=0.0, ce_weight=0.0)
 
 
 def _supcon_loss(dtype, device):

@@ -4,7 +4,7 @@ import pytest
 import torch
 from torch import nn
 
-from fastcae.config import make_config
+from fastcae.config import PARADIGMS, make_config
 from fastcae.loop import DistillRun
 from fastcae.synthesis.cend import CEND
 from fastcae.synthesis.generator import CENDInput, Generator, GeneratorBody, LatentInput, NoisyLayerInput
@@ -78,7 +78,7 @@ def _run(cfg, teacher):
     return DistillRun(cfg, teacher, _tiny_teacher(), _embeddings(), (1, 8, 8), (0.5,), (0.5,), "cpu")
 
 
-@pytest.mark.parametrize("paradigm", ["cae", "nayer", "fast"])
+@pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_each_paradigm_synthesises_labelled_batches(paradigm):
     cfg = make_config(paradigm=paradigm, synth_batch_size=20, g_steps=2, generator_width=4, noisy_dim=16,
                       latent_dim=8, flip=False)
