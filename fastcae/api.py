@@ -266,12 +266,14 @@ def distill(
     torch.manual_seed(distributed.rank_seed(cfg.seed, world.rank))  # each process its own generators and noise
     ops.reset_report()  # the result says which ops this run ran fused
     run = DistillRun(cfg, teacher, student, embeddings, image_shape, mean, std, device, evalset, world)
-    if profile is not None and world.main:  # rank 0 reports (its own GPU's NVML samples)
+    if profile is not None and world.main:  # rank 0 reports, with NVML samples of every GPU of its node
         from .profiling import profile_session
 
         meta = {"config": cfg.to_dict(), "device": str(device), "image_shape": list(image_shape),
                 "num_classes": width}
-        with profile_session(profile, device_index=device.index or 0, meta=meta) as recorder:
+        gpus = distributed.node_gpus(device)
+        meta["gpus_sampled"] = gpus
+        with profile_session(profile, device_index=gpus, meta=meta) as recorder:
             run.recorder = recorder
             try:
                 train(run, checkpoint_dir, started)

@@ -190,6 +190,16 @@ def _close() -> None:
         dist.destroy_process_group()
 
 
+def node_gpus(device: torch.device) -> list[int]:
+    """The indices of the GPUs this node's processes run on: under torchrun one per local process
+    (``cuda:LOCAL_RANK``, ``LOCAL_WORLD_SIZE`` of them), else the run's own device."""
+    device = torch.device(device)
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", "1"))
+    if device.type == "cuda" and launched() and local > 1:
+        return list(range(local))
+    return [device.index or 0]
+
+
 def to_cpu(obj):
     """``obj`` with every tensor in it (in dicts, lists and tuples) moved to the CPU: what object collectives
     and checkpoints carry, whatever device the run is on."""

@@ -40,11 +40,15 @@ class GPUSampler:
     Never raises for a missing library or driver: ``available`` becomes False and ``reason`` explains why, so
     the same code profiles a GPU run and a CPU-only CI run. Samples are dicts with keys ``t``
     (perf_counter seconds), ``util_pct``, ``mem_mib``, ``power_w``, ``sm_mhz``, ``temp_c``; a reading the
-    device does not support is None.
+    device does not support is None. ``device_index`` may list several GPUs (a torchrun job's rank 0 samples
+    every GPU of its node): each tick then reads each of them, and each sample carries its ``gpu`` index.
     """
 
-    def __init__(self, device_index: int = 0, interval: float = 0.1):
-        self.device_index = device_index
+    def __init__(self, device_index: int | list[int] | tuple[int, ...] = 0, interval: float = 0.1):
+        self.device_indices = [device_index] if isinstance(device_index, int) else list(device_index)
+        if not self.device_indices:
+            raise ValueError("GPUSampler needs at least one device index")
+        self.device_index = self.device_indices[0]
         self.interval = interval
         self.available = False
         self.reason: str | None = None
@@ -52,7 +56,7 @@ class GPUSampler:
         self.driver_version: str | None = None
         self._samples: list[dict] = []
         self._nvml = None
-        self._handle = None
+        self._handles: list = []
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -75,15 +79,19 @@ class GPUSampler:
             self.reason = (f"{_UNAVAILABLE_PREFIX}NVML could not be initialised ({exc}); no NVIDIA driver, "
                            f"or no NVIDIA GPU on this machine")
             return self
-        try:
-            self._handle = pynvml.nvmlDeviceGetHandleByIndex(self.device_index)
-        except pynvml.NVMLError as exc:
-            pynvml.nvmlShutdown()
-            self.reason = f"{_UNAVAILABLE_PREFIX}NVML has no GPU at index {self.device_index} ({exc})"
-            return self
-        self._nvml = pynvml
+        handles = []
+        for index in self.device_indices:
+            try:
+                handles.append(pynvml.nvmlDeviceGetHandleByIndex(index))
+            except pynvml.NVMLError as exc:
+                pynvml.nvmlShutdown()
+                self.reason = f"{_UNAVAILABLE_PREFIX}NVML has no GPU at index {index} ({exc})"
+                return self
+        self._nvml, self._handles = pynvml, handles
         self.available, self.reason = True, None
-        self.device_name = _text(self._read(pynvml.nvmlDeviceGetName, self._handle))
+        names = [_text(self._read(pynvml.nvmlDeviceGetName, h)) for h in handles]
+        self.device_name = (names[0] if len(names) == 1 else f"{len(names)} x {names[0]}" if len(set(names)) == 1
+                            else ", ".join(str(n) for n in names))
         self.driver_version = _text(self._read(pynvml.nvmlSystemGetDriverVersion))
         self._stop.clear()
         self._thread = threading.Thread(target=self._run, name="fastcae-gpu-sampler", daemon=True)
@@ -118,8 +126,17 @@ class GPUSampler:
             return None
 
     def sample_once(self) -> dict:
-        """Take one reading now and append it (the thread calls this; tests may too)."""
-        nv, h = self._nvml, self._handle
+        """Take one reading of every sampled GPU now and append them (the thread calls this; tests may too);
+        returns the first GPU's."""
+        readings = [self._reading(h) for h in self._handles]
+        if len(readings) > 1:
+            for index, reading in zip(self.device_indices, readings):
+                reading["gpu"] = index
+        self._samples.extend(readings)
+        return readings[0]
+
+    def _reading(self, h) -> dict:
+        nv = self._nvml
         util = self._read(nv.nvmlDeviceGetUtilizationRates, h)
         mem = self._read(nv.nvmlDeviceGetMemoryInfo, h)
         power_mw = self._read(nv.nvmlDeviceGetPowerUsage, h)
@@ -131,7 +148,6 @@ class GPUSampler:
             "sm_mhz": _num(self._read(nv.nvmlDeviceGetClockInfo, h, getattr(nv, "NVML_CLOCK_SM", 1))),
             "temp_c": _num(self._read(nv.nvmlDeviceGetTemperature, h, getattr(nv, "NVML_TEMPERATURE_GPU", 0))),
         }
-        self._samples.append(sample)
         return sample
 
     def _run(self) -> None:
@@ -215,9 +231,13 @@ def _per_1k(energy, images):
 
 
 def _energy_intervals(samples):
-    """Trapezoid pieces ``(t_mid, joules)`` between consecutive power samples, in time order."""
-    pts = sorted((s["t"], s["power_w"]) for s in samples if s.get("power_w") is not None)
-    return [((t0 + t1) / 2, (p0 + p1) / 2 * (t1 - t0)) for (t0, p0), (t1, p1) in zip(pts, pts[1:])]
+    """Trapezoid pieces ``(t_mid, joules)`` between consecutive power samples of each GPU, in time order: the
+    GPUs' energies add up."""
+    pieces = []
+    for gpu in dict.fromkeys(s.get("gpu") for s in samples):
+        pts = sorted((s["t"], s["power_w"]) for s in samples if s.get("gpu") == gpu and s.get("power_w") is not None)
+        pieces += [((t0 + t1) / 2, (p0 + p1) / 2 * (t1 - t0)) for (t0, p0), (t1, p1) in zip(pts, pts[1:])]
+    return sorted(pieces)
 
 
 def _gpu_stats(samples, energy):
@@ -285,6 +305,14 @@ def build_report(spans, samples, meta: dict | None = None, reason: str | None = 
         overall["energy_j_per_1k_images"] = _per_1k(energy, total_images)
         report["gpu_metrics"] = "available"
         report["overall"]["gpu"] = overall
+        gpus = list(dict.fromkeys(x.get("gpu") for x in samples))
+        if len(gpus) > 1:  # several GPUs sampled: the overall numbers are over all of them, and each has its own
+            per_gpu = {}
+            for gpu in gpus:
+                own = [x for x in samples if x.get("gpu") == gpu]
+                own_pieces = _energy_intervals(own)
+                per_gpu[str(gpu)] = _gpu_stats(own, sum(j for _, j in own_pieces) if own_pieces else None)
+            report["overall"]["per_gpu"] = per_gpu
     else:
         why = reason or "no GPU samples were recorded"
         report["gpu_metrics"] = "unavailable: " + why.removeprefix(_UNAVAILABLE_PREFIX)
@@ -346,6 +374,13 @@ def _markdown(report: dict) -> str:
     lines.append("")
     if gpu:
         lines.append(f"Energy over the run: {_fmt(report['overall']['gpu']['energy_j'])} J.")
+        per_gpu = report["overall"].get("per_gpu")
+        if per_gpu:
+            lines += ["", f"The {len(per_gpu)} GPUs of the node (utilisation and memory above are per GPU, energy "
+                      f"their sum):", "", "| GPU | util mean % | util peak % | peak memory MiB | energy J |",
+                      "|---|---|---|---|---|"]
+            lines += [f"| {g} | {_fmt(v['util_mean_pct'])} | {_fmt(v['util_peak_pct'])} | "
+                      f"{_fmt(v['mem_peak_mib'], 0)} | {_fmt(v['energy_j'])} |" for g, v in per_gpu.items()]
     else:
         lines.append(f"GPU metrics were unavailable ({report['gpu_metrics'].removeprefix('unavailable: ')}); "
                      f"only the loop's own throughput is reported.")
@@ -372,11 +407,16 @@ def _plot(report: dict, path: Path) -> None:
         FigureCanvasAgg(fig)
         ax_u, ax_p = fig.subplots(2, 1, sharex=True)
         samples = timeline["samples"]
+        gpus = list(dict.fromkeys(s.get("gpu") for s in samples))
         for ax, key, label in ((ax_u, "util_pct", "GPU utilisation (%)"), (ax_p, "power_w", "power (W)")):
-            pts = [(s["t"], s[key]) for s in samples if s.get(key) is not None]
-            if pts:
-                ax.plot(*zip(*pts), lw=1, color="black")
+            for i, gpu in enumerate(gpus):  # one line per GPU of the node
+                pts = [(s["t"], s[key]) for s in samples if s.get("gpu") == gpu and s.get(key) is not None]
+                if pts:
+                    ax.plot(*zip(*pts), lw=1, color="black" if len(gpus) == 1 else f"C{i}",
+                            label=None if gpu is None else f"GPU {gpu}")
             ax.set_ylabel(label)
+        if len(gpus) > 1:
+            ax_p.legend(loc="upper right")
         colours, seen = {}, set()
         for s in timeline["spans"]:
             colour = colours.setdefault(s["phase"], f"C{len(colours)}")
@@ -424,7 +464,7 @@ def format_report_summary(path_json) -> str:
 
 
 @contextmanager
-def profile_session(path, device_index: int = 0, meta: dict | None = None, interval: float = 0.1):
+def profile_session(path, device_index: int | list[int] = 0, meta: dict | None = None, interval: float = 0.1):
     """Sample the GPU and record phases for the body, then write the report; yields the ``PhaseRecorder``.
 
     The report is written even when the body raises (a partial profile of a failed run is still useful);

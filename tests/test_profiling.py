@@ -186,3 +186,37 @@ def test_unsupported_reading_is_none(monkeypatch):
     assert sampler.samples and sampler.samples[0]["power_w"] is None and sampler.samples[0]["util_pct"] == 87.0
     r = build_report([Span("synthesis", 0.0, 1e12, images=10)], sampler.samples, {})
     assert r["overall"]["gpu"]["energy_j"] is None and r["phases"]["synthesis"]["gpu"]["util_peak_pct"] == 87.0
+
+
+def test_every_gpu_of_the_node_is_sampled_and_their_energies_add_up(monkeypatch, tmp_path):
+    """A torchrun job's rank 0 samples the GPUs of all its node's processes: each sample names its GPU, the
+    overall energy is the sum of the GPUs', and the report has a line per GPU."""
+    nv = _fake_pynvml()
+    nv.nvmlDeviceGetPowerUsage = lambda h: 100_000 * (h[1] + 1)  # GPU 0 draws 100 W, GPU 1 200 W
+    monkeypatch.setitem(sys.modules, "pynvml", nv)
+    sampler = GPUSampler(device_index=[0, 1]).start()
+    sampler.stop()
+    assert sampler.device_name == "2 x Fake H100"
+    assert [(x["gpu"], x["power_w"]) for x in sampler.samples[:2]] == [(0, 100.0), (1, 200.0)]
+
+    samples = [{"t": t, "gpu": gpu, "util_pct": 20.0 + 60 * gpu, "mem_mib": 1000.0 * (gpu + 1),
+                "power_w": 100.0 * (gpu + 1)} for t in (0.0, 1.0, 2.0) for gpu in (0, 1)]
+    report = build_report([Span("synthesis", 0.0, 2.5, images=100)], samples, {"device": "x"})
+    assert report["overall"]["gpu"]["energy_j"] == pytest.approx(2 * 100 + 2 * 200)  # 2 s at 100 W and 200 W
+    assert report["overall"]["gpu"]["util_mean_pct"] == pytest.approx(50.0)
+    assert {g: v["energy_j"] for g, v in report["overall"]["per_gpu"].items()} == pytest.approx({"0": 200.0,
+                                                                                                 "1": 400.0})
+    _, md, png = write_report(report, tmp_path / "profile.json")
+    assert "| 1 | 80.0 | 80.0 | 2,000 | 400.0 |" in md.read_text() and png.exists()
+
+
+def test_the_node_gpus_are_one_per_local_process(monkeypatch):
+    import torch
+
+    from fastcae.distributed import node_gpus
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert node_gpus(torch.device("cuda:3")) == [3] and node_gpus(torch.device("cpu")) == [0]
+    monkeypatch.setenv("WORLD_SIZE", "16")
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "8")
+    assert node_gpus(torch.device("cuda:5")) == list(range(8))
