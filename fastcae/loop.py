@@ -118,7 +118,6 @@ class DistillRun:
         self.health = HealthMonitor()
         self.revision: str | None = None  # why the plan was re-sized, reported once in the epoch's record
         self.cut: str | None = None  # the phase the budget cut short this epoch, reported in its record
-        self.stopping = False  # the budget is spent: decided once per epoch, before its evaluation
         self._synth_seconds = 0.0  # the current epoch's synthesis time (for the re-sizing)
 
     @property
@@ -277,8 +276,7 @@ class DistillRun:
             record["budget_cut"], self.cut = self.cut, None
         self.elapsed += time.perf_counter() - start
         acc = None
-        # decided once: the epoch that ends the run is evaluated, even if the evaluation outlasts the budget
-        self.stopping = stopping = self.past(deadline)
+        stopping = self.past(deadline)  # the epoch that ends the run is evaluated
         if self.eval_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopping):
             acc = self.evaluate()
         record.update({"seconds": self.elapsed, "images_synthesized": self.images_synthesized, "accuracy": acc})
@@ -354,7 +352,9 @@ def train(run: DistillRun, checkpoint_dir=None, started: float | None = None) ->
     try:
         while run.epoch < cfg.epochs:
             record = run.run_epoch(deadline)
-            stopping = run.stopping
+            # read again: past the deadline now, though not when the epoch looked, the run stops (one more epoch
+            # would overrun) and its last evaluation stays the one before
+            stopping = run.past(deadline)
             if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs
                                                or stopping):
                 _save(run, checkpoint_dir)
