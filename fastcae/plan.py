@@ -14,10 +14,11 @@ The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% o
   make the generator class-conditional before the student learns from its images;
 - after warm-up, synthesis gets ``SYNTH_SHARE`` of each epoch (fresh, adversarial images), the student the
   rest. NAYER's 20% was the first choice (as 0.25). 0.4 (more fresh images per student step, as in the
-  ``digits`` preset) measured better over three seeds of the suite: at 60 s the gap to the teacher fell on
-  four of six cases (resnet8-colour-rot32 8.2 -> 3.6 points, resnet8-turned20 7.7 -> 3.0) and no case got
-  worse by more than its seed spread; at 240 s the cases moved within their spread, and MobileNetV3 rose
-  from 65.8 to 70.9% on one teacher (``benchmarks/results/fidelity-share-2026-12-02.json``);
+  ``digits`` preset) measured better over three seeds of the fidelity suite: at 60 s the gap to the teacher
+  fell on five of six cases (resnet8-colour-rot32 8.2 -> 3.6 points, resnet8-turned20 7.7 -> 3.0) and rose
+  on none by more than its seed spread; at 240 s the cases moved within their spread, and MobileNetV3 rose
+  from 65.9 to 70.9% on the same teacher (the other cases' teachers were retrained between the two runs;
+  ``benchmarks/results/fidelity-share-2026-12-02.json``, README "Fidelity");
 - about ``TARGET_EPOCHS`` post-warm-up epochs, so the per-epoch cosine is smooth, each of at least
   ``MIN_EPOCH_STEPS`` and at most ``MAX_EPOCH_STEPS`` (NAYER's 400) student steps;
 - the generator is never re-created inside a planned run (re-creating it threw away the progress of the
@@ -46,7 +47,7 @@ SCHEDULE_FIELDS = ("epochs", "warmup_epochs", "warmup_synth_batches", "synth_bat
                    "synth_batch_size", "student_batch_size", "g_life", "lr_s")
 
 WARMUP_SHARE = 0.2  # of the usable budget: synthesis only
-SYNTH_SHARE = 0.4  # of each post-warm-up epoch: synthesis with the adversarial term (NAYER spends ~20%; evidence in the docstring)
+SYNTH_SHARE = 0.4  # of each post-warm-up epoch: adversarial synthesis (NAYER ~20%; the docstring says why 0.4)
 TARGET_EPOCHS = 40  # post-warm-up epochs, when the budget allows 20+ student steps per epoch
 MIN_EPOCHS = 4  # fewer cannot be called a schedule
 MIN_WARMUP_STEPS = 40  # generator steps below which synthesis has not started to work on any teacher tried
