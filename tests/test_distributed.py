@@ -159,8 +159,8 @@ def test_one_process_and_two_reach_the_same_accuracy_on_the_digits(tmp_path):
     """The demo's pair with the same global batches and the same work, seed 0, in 1 and in 2 processes.
     Over seeds 0-2 the two gave 97.6 +- 0.6% and 98.1 +- 0.9% (benchmarks/results/
     distributed-accuracy-cpu-2026-12-04.json), the largest same-seed difference 1.1 points: 2.5 points is
-    about three standard deviations. A rank that trained on its own (gradients not averaged, a slice of the
-    wrong classes) would fall outside it."""
+    about three standard deviations. It guards the end result: a split of the batches or an averaging that
+    cost the student more than seed noise fails it (that every rank ends with one student is tested above)."""
     import json
 
     script = Path(__file__).resolve().parents[1] / "benchmarks" / "distributed_accuracy.py"
