@@ -355,6 +355,8 @@ def train(run: DistillRun, checkpoint_dir=None, started: float | None = None) ->
             # read again: past the deadline now, though not when the epoch looked, the run stops (one more epoch
             # would overrun) and its last evaluation stays the one before
             stopping = run.past(deadline)
+            if stopping and run.epoch < cfg.epochs and "budget_cut" not in record:
+                record["budget_cut"] = "epochs"  # the epoch did its schedule; the ones after it will not run
             if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs
                                                or stopping):
                 _save(run, checkpoint_dir)

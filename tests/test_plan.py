@@ -146,7 +146,10 @@ def test_explicit_schedule_that_cannot_fit_says_so_with_the_estimate():
         result = distill(trained_like_teacher(), tiny_classifier(), max_seconds=0.5, epochs=400, warmup_epochs=1,
                          student_steps=50, synth_batch_size=20, student_batch_size=16, g_steps=2, **SHAPE, **QUICK)
     assert any("this schedule needs about" in str(w.message) for w in caught)
-    assert len(result.history) < 400 and result.history[-1].get("budget_cut") in ("synthesis", "distillation")
+    # the budget cut the run inside an epoch, or between epochs (a slow machine can finish the warm-up epoch's
+    # batches just past the deadline)
+    assert len(result.history) < 400 and result.history[-1].get("budget_cut") in ("synthesis", "distillation",
+                                                                                 "epochs")
 
 
 def test_planned_run_decides_flip_from_the_teacher_after_warm_up():
