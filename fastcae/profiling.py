@@ -48,7 +48,6 @@ class GPUSampler:
         self.device_indices = [device_index] if isinstance(device_index, int) else list(device_index)
         if not self.device_indices:
             raise ValueError("GPUSampler needs at least one device index")
-        self.device_index = self.device_indices[0]
         self.interval = interval
         self.available = False
         self.reason: str | None = None

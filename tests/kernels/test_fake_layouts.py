@@ -10,16 +10,7 @@ import fastcae.kernels.cend_linear  # noqa: F401  (registers the ops)
 import fastcae.kernels.logit_loss  # noqa: F401
 
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def _on_the_kernels_device():
-    """The tensors below are made where the fused kernels run (a GPU, or the CPU under the interpreter): CPU
-    tensors on a GPU machine would go to the PyTorch reference and test nothing."""
-    torch.set_default_device(DEVICE)
-    yield
-    torch.set_default_device("cpu")
+pytestmark = pytest.mark.usefixtures("on_the_kernels_device")  # tests/kernels/conftest.py
 
 
 def _same_meta(op, *args):

@@ -10,16 +10,7 @@ from fastcae import losses, ops
 from fastcae.synthesis.cend import cend_linear_reference, counter_noise
 
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-
-
-@pytest.fixture(autouse=True)
-def _on_the_kernels_device():
-    """The tensors below are made where the fused kernels run (a GPU, or the CPU under the interpreter): CPU
-    tensors on a GPU machine would go to the PyTorch reference and test nothing."""
-    torch.set_default_device(DEVICE)
-    yield
-    torch.set_default_device("cpu")
+pytestmark = pytest.mark.usefixtures("on_the_kernels_device")  # tests/kernels/conftest.py
 
 
 @pytest.fixture(autouse=True)
