@@ -67,10 +67,12 @@ class DistillResult:
         ``fastcae export --run out_dir``; ``model``: its ``fastcae.models`` name."""
         return write_student(out_dir, self.student, self.card(model))
 
-    def export(self, path: str | Path, device: str = "cpu", model: str | None = None) -> ExportReport:
+    def export(self, path: str | Path, device: str = "cpu", model: str | None = None,
+               runner: str | Path | None = None) -> ExportReport:
         """The student with its normalisation folded in (images in [0, 1] -> logits), exported to ``path``:
-        ``.pt2`` (AOTInductor, for the native runner) or ``.onnx``; checked against the eager student first."""
-        return export_student(self.student, self.card(model), path, device=device)
+        ``.pt2`` (AOTInductor, for the native runner) or ``.onnx``; checked against the eager student first
+        (by the native runner ``runner``, when given)."""
+        return export_student(self.student, self.card(model), path, device=device, runner=runner)
 
     @property
     def accuracy(self) -> float | None:

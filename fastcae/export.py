@@ -13,6 +13,12 @@ needs nothing else. ``export_student`` folds the input normalisation into the ne
 Every export checks itself before it writes: the exported program and the eager student run on the same fresh
 random batch (of another size than the one traced, so the dynamic batch is exercised too), and a file whose
 logits differ beyond tolerance is never written. Files are written atomically.
+
+Who runs the package for that check: the native runner when one is given (``runner=``, ``--runner``: what
+deploys it, so the best judge); else Python's ``aoti_load_package``, in this process for a CPU package and in
+a child process for a CUDA one. On torch 2.11 with CUDA 13 (an H200, 2026-12-04) that loader segfaulted on
+every CUDA package, while the native runner loaded and ran the same file; in a child, such a crash becomes an
+ExportError that says so and names the runner, instead of ending the user's process.
 """
 
 from __future__ import annotations
@@ -21,6 +27,9 @@ import copy
 import inspect
 import json
 import os
+import signal
+import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import asdict, dataclass
@@ -38,6 +47,7 @@ STUDENT_WEIGHTS = "student.pt"
 STUDENT_CARD = "student.json"
 MAX_BATCH = 1024  # the exported program's batch range is 1..MAX_BATCH
 CHECK_BATCH = 5  # images in the self-check (not the traced batch of 2)
+LOAD_TIMEOUT = 600.0  # seconds for a check outside this process (a first load may compile CPU probes: ~1 min)
 
 
 class ExportError(ValueError):
@@ -131,14 +141,22 @@ class ExportReport:
 
 
 def export_student(student: nn.Module, card: StudentCard, out: str | Path, *, device: str = "cpu",
-                   atol: float = 1e-4, rtol: float = 1e-4) -> ExportReport:
+                   atol: float = 1e-4, rtol: float = 1e-4, runner: str | Path | None = None) -> ExportReport:
     """Export ``student`` (raw [0, 1] images in, logits out, dynamic batch) to ``out``: ``.pt2`` (AOTInductor)
-    or ``.onnx``, by the suffix. Checked against the eager student before anything is written."""
+    or ``.onnx``, by the suffix. Checked against the eager student before anything is written; ``runner``
+    (a built ``fastcae-run``) checks a ``.pt2`` with the native runner instead of Python's loader."""
     out = Path(out)
     fmt = out.suffix.lower().lstrip(".")
     if fmt not in ("pt2", "onnx"):
         raise ExportError(f"{out}: the file name must end in .pt2 (AOTInductor package, for the native runner) or "
                           f".onnx")
+    if runner is not None:
+        if fmt != "pt2":
+            raise ExportError(f"runner= checks .pt2 packages (the native runner loads those), not .{fmt}")
+        runner = Path(runner)
+        if not (runner.is_file() and os.access(runner, os.X_OK)):
+            raise ExportError(f"runner {runner} is not an executable file: build it with `cmake -S . -B build && "
+                              f"cmake --build build` (it is build/fastcae-run)")
     device = torch.device(device)
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ExportError(f"device {device} was asked for but CUDA is not available here; export on cpu")
@@ -159,7 +177,7 @@ def export_student(student: nn.Module, card: StudentCard, out: str | Path, *, de
     os.close(fd)
     try:
         if fmt == "pt2":
-            got = _write_pt2(program, card, tmp, check)
+            got = _write_pt2(program, card, tmp, check, runner)
         else:
             got = _write_onnx(model, example, tmp, check)
         diff = float((got - want).abs().max())
@@ -178,17 +196,87 @@ def _metadata(card: StudentCard) -> dict[str, str]:
             "fastcae.num_classes": str(card.num_classes), "fastcae.model": card.model}
 
 
-def _write_pt2(program, card: StudentCard, path: str, check: Tensor) -> Tensor:
-    from torch._inductor import aoti_compile_and_package, aoti_load_package
+def _write_pt2(program, card: StudentCard, path: str, check: Tensor, runner: Path | None = None) -> Tensor:
+    """Compile the package to ``path``; its logits on ``check`` (CPU float32), as the checker computes them."""
+    from torch._inductor import aoti_compile_and_package
 
     configs = {"aot_inductor.metadata": _metadata(card)}
     if "args" in inspect.signature(aoti_compile_and_package).parameters:  # torch 2.5 wants the example inputs
         aoti_compile_and_package(program, program.example_inputs[0], package_path=path, inductor_configs=configs)
     else:
         aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
-    runner = aoti_load_package(path)
+    if runner is not None:
+        return _run_native(runner, path, check)
+    if check.is_cuda:
+        return _load_in_child(path, check)
+    return _load_here(path, check)
+
+
+def _load_here(path: str, check: Tensor) -> Tensor:
+    from torch._inductor import aoti_load_package
+
+    loaded = aoti_load_package(path)
     with torch.no_grad():
-        return runner(check).float().cpu()
+        return loaded(check).float().cpu()
+
+
+# the child process of _load_in_child: loads the package, runs it, saves the logits
+_CHILD_CODE = ("import sys, torch\n"
+               "from fastcae.export import _load_here\n"
+               "package, inputs, out, device = sys.argv[1:]\n"
+               "torch.save(_load_here(package, torch.load(inputs).to(device)), out)\n")
+
+
+def _load_in_child(path: str, check: Tensor, timeout: float = LOAD_TIMEOUT) -> Tensor:
+    """``_load_here`` in a child process: a loader that crashes or hangs ends the child, not the export."""
+    root = str(Path(__file__).resolve().parents[1])  # this fastcae, installed or not
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    with tempfile.TemporaryDirectory(prefix="fastcae-check-") as tmp:
+        inputs, out = os.path.join(tmp, "inputs.pt"), os.path.join(tmp, "logits.pt")
+        torch.save(check.cpu(), inputs)
+        try:
+            proc = subprocess.run([sys.executable, "-c", _CHILD_CODE, path, inputs, out, str(check.device)],
+                                  capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise ExportError(_unchecked(f"loading it in Python did not finish within {timeout:.0f} s")) from None
+        if proc.returncode != 0:
+            if proc.returncode < 0:
+                try:
+                    how = f"died of {signal.Signals(-proc.returncode).name}"
+                except ValueError:
+                    how = f"died of signal {-proc.returncode}"
+            else:
+                lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+                how = f"failed: {lines[-1].strip() if lines else f'exit status {proc.returncode}'}"
+            raise ExportError(_unchecked(f"loading it in Python (torch {torch.__version__}) {how}"))
+        return torch.load(out)
+
+
+def _unchecked(what: str) -> str:
+    return (f"the package compiled, but {what}, so it could not be checked against the eager student and nothing "
+            f"was written. The native runner can check it instead: build it (cmake -S . -B build && cmake --build "
+            f"build) and pass --runner build/fastcae-run (runner= in Python)")
+
+
+def _run_native(runner: Path, path: str, check: Tensor, timeout: float = LOAD_TIMEOUT) -> Tensor:
+    """The package's logits on ``check`` as the native runner computes them (what a deployment runs)."""
+    import numpy as np
+
+    with tempfile.TemporaryDirectory(prefix="fastcae-check-") as tmp:
+        images, logits = os.path.join(tmp, "images.npy"), os.path.join(tmp, "logits.npy")
+        np.save(images, check.float().cpu().numpy())
+        try:
+            proc = subprocess.run([str(runner), path, images, "--logits", logits, "--device", check.device.type],
+                                  capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise ExportError(f"the native runner {runner} did not finish checking the package within "
+                              f"{timeout:.0f} s; nothing was written") from None
+        if proc.returncode != 0:
+            lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
+            raise ExportError(f"the native runner {runner} could not run the package ("
+                              f"{lines[-1].strip() if lines else f'exit status {proc.returncode}'}); nothing was "
+                              f"written")
+        return torch.from_numpy(np.load(logits)).float()
 
 
 def _write_onnx(model: nn.Module, example: Tensor, path: str, check: Tensor) -> Tensor:

@@ -1,5 +1,6 @@
-"""End to end, as a user ships a student: the demo's run -> `fastcae export` -> the native runner, whose
-predictions on the digits test split must equal Python's (same top-1 on every image, logits within 1e-4).
+"""End to end, as a user ships a student: the demo's run -> `fastcae export --runner` (the runner checks the
+package) -> the native runner, whose predictions on the digits test split must equal Python's (same top-1 on
+every image, logits within 1e-4).
 
     python native/check_demo_student.py RUN_DIR RUNNER [--budget 30] [--device cpu|cuda]
 
@@ -38,7 +39,7 @@ def main(argv=None) -> int:
 
     student, card = read_student(run)
     t0 = time.perf_counter()
-    report = export_student(student, card, run / "student.pt2", device=args.device)
+    report = export_student(student, card, run / "student.pt2", device=args.device, runner=args.runner)
     print(f"export: {time.perf_counter() - t0:.1f} s, {report.bytes / 1e6:.1f} MB, "
           f"{report.max_abs_diff:.1e} from eager on its check batch")
 

@@ -43,7 +43,7 @@ def test_the_package_takes_raw_images_of_any_batch_size_and_matches_the_eager_st
 
 
 def test_an_export_that_does_not_match_is_refused_and_nothing_is_written(tmp_path, monkeypatch):
-    def wrong(program, card, path, check):
+    def wrong(program, card, path, check, runner=None):
         open(path, "wb").write(b"not a package")
         return torch.zeros(check.shape[0], card.num_classes) + 1.0
 
@@ -79,7 +79,7 @@ def test_bad_input_gets_an_error_naming_it(tmp_path):
 def test_the_cli_exports_a_run_directory_and_says_what_is_missing(tmp_path, capsys, monkeypatch):
     calls = []
 
-    def compiled(program, card, path, check):  # what a real package computes, without the 10 s compile
+    def compiled(program, card, path, check, runner=None):  # what a real package computes, without the 10 s compile
         calls.append(card)
         return export.NormalizedStudent(_student(2), card.mean, card.std)(check).detach()
 
@@ -103,3 +103,64 @@ def test_onnx_export_checks_itself_against_the_eager_student(tmp_path):
     got = ort.InferenceSession(str(tmp_path / "s.onnx")).run(["logits"], {"images": x.numpy()})[0]
     with torch.no_grad():
         torch.testing.assert_close(torch.from_numpy(got), student((x - 0.3) / 0.4), atol=1e-4, rtol=1e-4)
+
+
+def test_a_package_checked_in_a_child_process_gives_what_this_process_computes(exported):
+    # the route of every CUDA package (Python's loader segfaulted on them with torch 2.11 + CUDA 13)
+    _, report = exported
+    check = torch.rand(3, *CARD.image_shape)
+    torch.testing.assert_close(export._load_in_child(report.path, check), export._load_here(report.path, check),
+                               atol=1e-6, rtol=0)
+
+
+def test_a_loader_that_crashes_or_hangs_in_the_child_is_a_clear_error(exported, monkeypatch):
+    _, report = exported
+    check = torch.rand(3, *CARD.image_shape)
+    monkeypatch.setattr(export, "_CHILD_CODE", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)")
+    with pytest.raises(ExportError, match=r"loading it in Python \(torch .*\) died of SIGSEGV.*--runner"):
+        export._load_in_child(report.path, check)
+    monkeypatch.setattr(export, "_CHILD_CODE", "raise RuntimeError('no kernel image for this device')")
+    with pytest.raises(ExportError, match="failed: RuntimeError: no kernel image for this device"):
+        export._load_in_child(report.path, check)
+    monkeypatch.setattr(export, "_CHILD_CODE", "import time; time.sleep(30)")
+    with pytest.raises(ExportError, match="did not finish within 1 s"):
+        export._load_in_child(report.path, check, timeout=1)
+
+
+def _fake_runner(tmp_path, body):
+    """An executable with the runner's arguments (PACKAGE IMAGES --logits OUT --device D) running ``body``."""
+    exe = tmp_path / "fake-run"
+    exe.write_text(f"#!{__import__('sys').executable}\nimport sys\nimport numpy as np\n"
+                   f"package, images, _, out, _, device = sys.argv[1:]\n{body}\n")
+    exe.chmod(0o755)
+    return exe
+
+
+def test_a_runner_checks_the_package_and_its_refusal_is_a_clear_error(tmp_path, monkeypatch):
+    def compile_only(program, card, path, check, runner=None):  # the real routing, without the 10 s compile
+        open(path, "wb").write(b"package")
+        return export._run_native(runner, path, check)
+
+    monkeypatch.setattr(export, "_write_pt2", compile_only)
+    student = _student(4)
+    # a runner that computes the student's logits: the export is written
+    right = _fake_runner(tmp_path, "import torch\nfrom fastcae.export import NormalizedStudent\n"
+                         "from fastcae.models import create_model\ntorch.manual_seed(4)\n"
+                         "m = NormalizedStudent(create_model('digits_student', num_classes=10, in_chans=1).eval(), "
+                         "(0.3,), (0.4,))\nwith torch.no_grad():\n"
+                         "    np.save(out, m(torch.from_numpy(np.load(images))).numpy())")
+    report = export_student(student, CARD, tmp_path / "ok.pt2", runner=right)
+    assert report.max_abs_diff < 1e-5 and (tmp_path / "ok.pt2").exists()
+    # one whose logits are wrong: refused, nothing written
+    wrong = _fake_runner(tmp_path, "np.save(out, np.zeros((np.load(images).shape[0], 10), np.float32))")
+    with pytest.raises(ExportError, match="differs from the eager student"):
+        export_student(student, CARD, tmp_path / "bad.pt2", runner=wrong)
+    # one that cannot run it: its one line of stderr, nothing written
+    failing = _fake_runner(tmp_path, "sys.stderr.write('fastcae-run: error: package built for cuda\\n'); sys.exit(1)")
+    with pytest.raises(ExportError, match="could not run the package .fastcae-run: error: package built for cuda."):
+        export_student(student, CARD, tmp_path / "cuda.pt2", runner=failing)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fake-run", "ok.pt2"]
+    with pytest.raises(ExportError, match="is not an executable file"):
+        export_student(student, CARD, tmp_path / "x.pt2", runner=tmp_path / "nowhere")
+    with pytest.raises(ExportError, match="checks .pt2 packages"):
+        export_student(student, CARD, tmp_path / "x.onnx", runner=right)

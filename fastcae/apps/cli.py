@@ -155,6 +155,8 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--std", default=None, help="per-channel std, comma-separated (with --student)")
     ex.add_argument("--out", required=True, help="student.pt2 or student.onnx")
     ex.add_argument("--device", default="cpu", help="the device the .pt2 is compiled for (cpu or cuda)")
+    ex.add_argument("--runner", default=None, metavar="FASTCAE_RUN",
+                    help="check the .pt2 with this native runner (build/fastcae-run) instead of Python's loader")
     return parser
 
 
@@ -190,7 +192,7 @@ def _cmd_export(args) -> int:
         student, card = read_student(weights=args.student, card=card)
     else:
         student, card = read_student(args.run, weights=args.student)
-    report = export_student(student, card, args.out, device=args.device)
+    report = export_student(student, card, args.out, device=args.device, runner=args.runner)
     print(f"exported {card.model} ({card.num_classes} classes, input {'x'.join(map(str, card.image_shape))} in "
           f"[0, 1]) to {report.path}: {report.bytes / 1e6:.1f} MB, {report.seconds:.0f} s, logits within "
           f"{report.max_abs_diff:.1e} of the eager student")
