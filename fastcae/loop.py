@@ -5,8 +5,11 @@ checkpoint -> progress bar, until the last epoch or the budget's deadline. One e
 [re-create the generator every g_life epochs] -> synthesis batches (warm-up: many, no adversarial term, no
 student training) -> pool.push -> student steps on pool samples (cosine lr per epoch) -> evaluation ->
 health -> history. Losses stay on the device and are read every ``log_every`` student steps and once per
-epoch; each read also checks that every term is finite. The budget is one ``Deadline``, checked between
-synthesis batches, at each loss read and after each epoch, so a run stops within one log interval of it.
+epoch; each read also checks that every term is finite. The budget is one deadline, checked between
+synthesis batches, at each loss read and after each epoch. Each check looks ahead: it stops when the next
+piece of work (one synthesis batch, the student steps up to the next read, or the next epoch's first
+pieces), plus the evaluation that ends the run, would end past the deadline, at the pace measured so far.
+So a run ends before its budget rather than one piece after it.
 """
 
 from __future__ import annotations
@@ -119,6 +122,10 @@ class DistillRun:
         self.revision: str | None = None  # why the plan was re-sized, reported once in the epoch's record
         self.cut: str | None = None  # the phase the budget cut short this epoch, reported in its record
         self._synth_seconds = 0.0  # the current epoch's synthesis time (for the re-sizing)
+        # the pace so far, for the deadline's look-ahead (0 until measured)
+        self._batch_seconds = 0.0  # one synthesis batch
+        self._step_seconds = 0.0  # one student step
+        self._eval_seconds = 0.0  # one evaluation
 
     @property
     def effective_compile_mode(self) -> str:
@@ -165,6 +172,7 @@ class DistillRun:
         totals, done = None, 0
         with self._phase("synthesis"):
             for _ in range(n_batches):
+                t0 = time.perf_counter()
                 batch = self.synth.synthesize(adv_weight)
                 self.pool.push(batch.images, batch.labels, batch.sources)
                 self.images_synthesized += batch.images.shape[0]
@@ -175,7 +183,10 @@ class DistillRun:
                                           self.synth.num_classes))
                 totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
                 done += 1
-                if self.past(deadline) and done < n_batches:
+                self._batch_seconds = time.perf_counter() - t0  # the health terms above were read: synced
+                # room for one more batch, then the student's first read (after the warm-up) and the evaluation
+                ahead = self._batch_seconds + (0.0 if warm else self._chunk_seconds(cfg.student_steps))
+                if done < n_batches and self.past(deadline, ahead=ahead + self._eval_seconds):
                     self.cut = "synthesis"  # a budget cut: the epoch's remaining batches are skipped
                     break
         return {k: float(v) / done for k, v in (totals or {}).items()}
@@ -189,8 +200,11 @@ class DistillRun:
         sums, window, steps = None, None, 0
         timed = self._revision_window(epoch, deadline)  # (first, last) step to time, or None
         with self._phase("distillation"):
-            step = 0
-            while step < cfg.student_steps:  # the count may be re-sized once, inside the first epoch
+            step, read_at, read_step = 0, time.perf_counter(), 0
+            skip = self.past(deadline, ahead=self._chunk_seconds(cfg.student_steps) + self._eval_seconds)
+            if skip:
+                self.cut = self.cut or "distillation"  # not even the steps up to the first read fit
+            while not skip and step < cfg.student_steps:  # the count may be re-sized once, inside the first epoch
                 if timed is not None and step == timed[0]:
                     t0 = self._clock()
                 images, labels, _ = self.pool.sample(self.student_batch)
@@ -206,7 +220,11 @@ class DistillRun:
                     self._check_finite(read, epoch, f"student step {step}")
                     sums = read if sums is None else {k: sums[k] + read[k] for k in read}
                     window = None
-                    if self.past(deadline) and step < cfg.student_steps:
+                    now = time.perf_counter()  # synced by the read: the steps up to here have run
+                    self._step_seconds = (now - read_at) / (step - read_step)
+                    read_at, read_step = now, step
+                    ahead = self._chunk_seconds(cfg.student_steps - step) + self._eval_seconds
+                    if step < cfg.student_steps and self.past(deadline, ahead=ahead):
                         self.cut = self.cut or "distillation"  # a budget cut: the epoch's remaining steps are skipped
                         break
             if self.recorder is not None:
@@ -235,9 +253,20 @@ class DistillRun:
             return None
         return 2, min(2 + max(5, n // 5), n - 1)
 
-    def past(self, deadline: float | None) -> bool:
-        """``past(deadline)``, decided together: every process stops at the same step once any is past."""
-        return self.world.any(past(deadline))
+    def past(self, deadline: float | None, ahead: float = 0.0) -> bool:
+        """Whether work of ``ahead`` seconds started now would end past the deadline, decided together: every
+        process stops at the same step once any would."""
+        return self.world.any(past(None if deadline is None else deadline - ahead))
+
+    def _chunk_seconds(self, steps_left: int) -> float:
+        """The student steps up to the next loss read (the unit the budget cuts), at the pace so far."""
+        return min(self.cfg.log_every, steps_left) * self._step_seconds
+
+    def least_epoch_seconds(self, epoch: int) -> float:
+        """The least epoch ``epoch`` (0-based) can take, at the pace so far: one synthesis batch, the student
+        steps up to the first read (after the warm-up) and the evaluation that would end the run."""
+        student = self._chunk_seconds(self.cfg.student_steps) if epoch >= self.cfg.warmup_epochs else 0.0
+        return self._batch_seconds + student + self._eval_seconds
 
     def _revise_plan(self, epoch: int, step_seconds: float, done: int, deadline: float) -> None:
         revised = None
@@ -276,9 +305,12 @@ class DistillRun:
             record["budget_cut"], self.cut = self.cut, None
         self.elapsed += time.perf_counter() - start
         acc = None
-        stopping = self.past(deadline)  # the epoch that ends the run is evaluated
+        stopping = self.past(deadline, ahead=self.least_epoch_seconds(epoch + 1))  # the last epoch is evaluated
         if self.eval_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopping):
+            t0 = time.perf_counter()
             acc = self.evaluate()
+            if acc is not None:
+                self._eval_seconds = time.perf_counter() - t0
         record.update({"seconds": self.elapsed, "images_synthesized": self.images_synthesized, "accuracy": acc})
         if epoch == 0 and cfg.plan is not None:
             record["plan"] = cfg.plan
@@ -352,9 +384,9 @@ def train(run: DistillRun, checkpoint_dir=None, started: float | None = None) ->
     try:
         while run.epoch < cfg.epochs:
             record = run.run_epoch(deadline)
-            # read again: past the deadline now, though not when the epoch looked, the run stops (one more epoch
-            # would overrun) and its last evaluation stays the one before
-            stopping = run.past(deadline)
+            # read again: past the deadline now (or the next epoch would end past it), though not when the epoch
+            # looked, the run stops (one more epoch would overrun) and its last evaluation stays the one before
+            stopping = run.past(deadline, ahead=run.least_epoch_seconds(run.epoch))
             if stopping and run.epoch < cfg.epochs and "budget_cut" not in record:
                 record["budget_cut"] = "epochs"  # the epoch did its schedule; the ones after it will not run
             if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs

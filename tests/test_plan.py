@@ -191,3 +191,38 @@ def test_without_a_budget_the_estimate_is_printed_before_the_run(capsys):
     err = capsys.readouterr().err
     assert "estimated" in err and "on this device" in err
     assert "pass max_seconds=" in err  # how to shorten it
+
+
+@pytest.mark.parametrize("budget", [3.3, 6.0, 9.7, 13.1, 20.05])
+def test_a_budgeted_run_ends_by_its_deadline_not_one_piece_of_work_after(monkeypatch, budget):
+    """On a fake clock where a synthesis batch takes 1 s, a student step 0.1 s and an evaluation 0.5 s, the run
+    (its last evaluation included) ends by the deadline and wastes less than the least epoch (2 s): every check
+    looks ahead one piece of work. The last epoch is evaluated."""
+    import fastcae.loop as loop
+    from fastcae.config import make_config
+    from tests.helpers import TINY
+
+    clock = [100.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+    cfg = make_config(**dict(TINY, epochs=50, warmup_epochs=1, warmup_synth_batches=2, synth_batches=2,
+                             student_steps=20, log_every=5, max_seconds=budget))
+    run = loop.DistillRun(cfg, trained_like_teacher(), tiny_classifier(), torch.randn(5, 16), (1, 8, 8), (0.5,),
+                          (0.5,), "cpu")
+
+    def costs(fn, seconds):
+        def timed(*args, **kwargs):
+            out = fn(*args, **kwargs)
+            clock[0] += seconds
+            return out
+        return timed
+
+    monkeypatch.setattr(run.synth, "synthesize", costs(run.synth.synthesize, 1.0))
+    monkeypatch.setattr(run.steps, "student_step", costs(run.steps.student_step, 0.1))
+    monkeypatch.setattr(run, "evaluate", costs(lambda: 0.5, 0.5))
+    run.eval_set = object()  # evaluate() is faked; only its cost matters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the health monitor's advice on a generator this small
+        loop.train(run)
+    used = clock[0] - 100.0
+    assert budget - 2.0 <= used <= budget + 1e-9
+    assert run.history[-1]["accuracy"] == 0.5 and run.epoch < cfg.epochs
