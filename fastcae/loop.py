@@ -184,9 +184,8 @@ class DistillRun:
                 totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
                 done += 1
                 self._batch_seconds = time.perf_counter() - t0  # the health terms above were read: synced
-                # room for one more batch, then the student's first read (after the warm-up) and the evaluation
-                ahead = self._batch_seconds + (0.0 if warm else self._chunk_seconds(cfg.student_steps))
-                if done < n_batches and self.past(deadline, ahead=ahead + self._eval_seconds):
+                # room for one more batch, then the student's first read (after the warm-up)
+                if done < n_batches and self.past(deadline, ahead=self.least_epoch_seconds(epoch)):
                     self.cut = "synthesis"  # a budget cut: the epoch's remaining batches are skipped
                     break
         return {k: float(v) / done for k, v in (totals or {}).items()}
@@ -201,7 +200,7 @@ class DistillRun:
         timed = self._revision_window(epoch, deadline)  # (first, last) step to time, or None
         with self._phase("distillation"):
             step, read_at, read_step = 0, time.perf_counter(), 0
-            skip = self.past(deadline, ahead=self._chunk_seconds(cfg.student_steps) + self._eval_seconds)
+            skip = self.past(deadline, ahead=self._chunk_seconds(cfg.student_steps))
             if skip:
                 self.cut = self.cut or "distillation"  # not even the steps up to the first read fit
             while not skip and step < cfg.student_steps:  # the count may be re-sized once, inside the first epoch
@@ -223,7 +222,7 @@ class DistillRun:
                     now = time.perf_counter()  # synced by the read: the steps up to here have run
                     self._step_seconds = (now - read_at) / (step - read_step)
                     read_at, read_step = now, step
-                    ahead = self._chunk_seconds(cfg.student_steps - step) + self._eval_seconds
+                    ahead = self._chunk_seconds(cfg.student_steps - step)
                     if step < cfg.student_steps and self.past(deadline, ahead=ahead):
                         self.cut = self.cut or "distillation"  # a budget cut: the epoch's remaining steps are skipped
                         break
@@ -254,19 +253,19 @@ class DistillRun:
         return 2, min(2 + max(5, n // 5), n - 1)
 
     def past(self, deadline: float | None, ahead: float = 0.0) -> bool:
-        """Whether work of ``ahead`` seconds started now would end past the deadline, decided together: every
-        process stops at the same step once any would."""
-        return self.world.any(past(None if deadline is None else deadline - ahead))
+        """Whether work of ``ahead`` seconds started now, and the evaluation that ends the run after it, would
+        end past the deadline, decided together: every process stops at the same step once any would."""
+        return self.world.any(past(None if deadline is None else deadline - ahead - self._eval_seconds))
 
     def _chunk_seconds(self, steps_left: int) -> float:
         """The student steps up to the next loss read (the unit the budget cuts), at the pace so far."""
         return min(self.cfg.log_every, steps_left) * self._step_seconds
 
     def least_epoch_seconds(self, epoch: int) -> float:
-        """The least epoch ``epoch`` (0-based) can take, at the pace so far: one synthesis batch, the student
-        steps up to the first read (after the warm-up) and the evaluation that would end the run."""
+        """The least epoch ``epoch`` (0-based) can take, at the pace so far: one synthesis batch and, after the
+        warm-up, the student steps up to the first read."""
         student = self._chunk_seconds(self.cfg.student_steps) if epoch >= self.cfg.warmup_epochs else 0.0
-        return self._batch_seconds + student + self._eval_seconds
+        return self._batch_seconds + student
 
     def _revise_plan(self, epoch: int, step_seconds: float, done: int, deadline: float) -> None:
         revised = None
