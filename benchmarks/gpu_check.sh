@@ -17,21 +17,9 @@
 #                 run to export (else check_demo_student.py makes one with a 30 s budget)
 #   summary   10  ratios against the targets, GPU-hours of the CIFAR presets
 # Sum of caps: 570 s. The longer parts of gpu_session.sh stay for deeper work.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-PY=${PYTHON:-python}
-LOG="$OUT/check.jsonl"
+source "$(dirname "$0")/gpu_common.sh"
 : > "$LOG"
-part() { local name=$1 cap=$2; shift 2; local t0=$SECONDS; timeout --kill-after=5 "$cap" "$@"; local rc=$?
-         echo "{\"part\": \"timing\", \"name\": \"$name\", \"seconds\": $((SECONDS - t0)), \"rc\": $rc}" >> "$LOG"; }
-
-# The repository on the path first: scripts under benchmarks/ and native/ import fastcae from here even where
-# the install below fails (the image has no network). The test for an install runs outside the repository,
-# where the working directory cannot stand in for it.
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
-part install 20 bash -c "(cd / && $PY -c 'import fastcae' 2>/dev/null) || $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null"
+part install 20 bash -c "$INSTALL"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.csv" 2>&1
 part versions 10 $PY benchmarks/gpu_check.py versions "$LOG"
 part tests 170 bash -c "$PY -m pytest -q -p no:cacheprovider tests/kernels --ignore=tests/kernels/test_check.py > '$OUT/tests.txt' 2>&1"

@@ -20,17 +20,9 @@
 #   build           the runner built by CMake
 # (`python benchmarks/gpu_check.py steps OUT --backends cudagraphs --kernels reference` timed the compiled
 # steps on the references instead of the fused ops; answered on 2026-12-04, so no longer run here.)
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-PY=${PYTHON:-python}
-LOG="$OUT/check.jsonl"
+source "$(dirname "$0")/gpu_common.sh"
 : > "$LOG"
-part() { local name=$1 cap=$2; shift 2; local t0=$SECONDS; timeout --kill-after=5 "$cap" "$@"; local rc=$?
-         echo "{\"part\": \"timing\", \"name\": \"$name\", \"seconds\": $((SECONDS - t0)), \"rc\": $rc}" >> "$LOG"; }
-export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
-part install 20 bash -c "(cd / && $PY -c 'import fastcae' 2>/dev/null) || $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null"
+part install 20 bash -c "$INSTALL"
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu.csv" 2>&1
 part versions 10 $PY benchmarks/gpu_check.py versions "$LOG"
 

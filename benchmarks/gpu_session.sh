@@ -9,17 +9,14 @@
 #   bash benchmarks/gpu_session.sh epoch     # one CIFAR-scale epoch against the prior design
 #   bash benchmarks/gpu_session.sh profile   # NVML report of a CIFAR-scale run (ResNet-34 -> ResNet-18)
 #
-# The device image has its own torch/triton: fastcae is installed without dependencies if it is missing.
-set -uo pipefail
-cd "$(dirname "$0")/.."
-OUT=${OUT:-gpu-out}
-mkdir -p "$OUT"
-PY=${PYTHON:-python}
+# The device image has its own torch/triton: fastcae is installed without dependencies if it is missing
+# (gpu_common.sh).
+source "$(dirname "$0")/gpu_common.sh"
 part=${1:?"which part: tests | kernels | steps | paradigm | epoch | profile"}
 stamp=$(date +%Y-%m-%d)
 gpu=$($PY -c "import torch; print(torch.cuda.get_device_name(0))" | tr ' /' '__')
 
-$PY -c "import fastcae" 2>/dev/null || $PY -m pip install -q --no-deps --no-build-isolation -e . >/dev/null
+bash -c "$INSTALL"
 
 case "$part" in
   tests)
