@@ -77,9 +77,7 @@ def child(case: str, device: str, timeout: float, package: str | None) -> None:
             diff = float((runner(x) - model(x)).abs().max())
         stage(f"ran max_abs_diff={diff:.2e}")
     elif case == "package":
-        from torch._inductor import aoti_compile_and_package
-
-        from fastcae.export import MAX_BATCH, NormalizedStudent, StudentCard, _metadata
+        from fastcae.export import MAX_BATCH, NormalizedStudent, StudentCard, compile_pt2
 
         card = StudentCard(model="digits_student", num_classes=10, image_shape=(1, 16, 16), mean=(0.5,), std=(0.5,))
         wrapped = NormalizedStudent(model, card.mean, card.std).to(device).eval()
@@ -88,8 +86,7 @@ def child(case: str, device: str, timeout: float, package: str | None) -> None:
             program = torch.export.export(wrapped, (x,), dynamic_shapes=({0: batch},))
         stage("exported")
         out.parent.mkdir(parents=True, exist_ok=True)
-        aoti_compile_and_package(program, package_path=str(out),
-                                 inductor_configs={"aot_inductor.metadata": _metadata(card)})
+        compile_pt2(program, card, str(out))
         stage(f"compiled {out}")
     else:
         from fastcae.export import StudentCard, export_student

@@ -196,8 +196,8 @@ def _metadata(card: StudentCard) -> dict[str, str]:
             "fastcae.num_classes": str(card.num_classes), "fastcae.model": card.model}
 
 
-def _write_pt2(program, card: StudentCard, path: str, check: Tensor, runner: Path | None = None) -> Tensor:
-    """Compile the package to ``path``; its logits on ``check`` (CPU float32), as the checker computes them."""
+def compile_pt2(program, card: StudentCard, path: str) -> None:
+    """The AOTInductor package of ``program`` at ``path``, with the card in its metadata (not checked)."""
     from torch._inductor import aoti_compile_and_package
 
     configs = {"aot_inductor.metadata": _metadata(card)}
@@ -205,6 +205,11 @@ def _write_pt2(program, card: StudentCard, path: str, check: Tensor, runner: Pat
         aoti_compile_and_package(program, program.example_inputs[0], package_path=path, inductor_configs=configs)
     else:
         aoti_compile_and_package(program, package_path=path, inductor_configs=configs)
+
+
+def _write_pt2(program, card: StudentCard, path: str, check: Tensor, runner: Path | None = None) -> Tensor:
+    """Compile the package to ``path``; its logits on ``check`` (CPU float32), as the checker computes them."""
+    compile_pt2(program, card, path)
     if runner is not None:
         return _run_native(runner, path, check)
     if check.is_cuda:
@@ -246,10 +251,15 @@ def _load_in_child(path: str, check: Tensor, timeout: float = LOAD_TIMEOUT) -> T
                 except ValueError:
                     how = f"died of signal {-proc.returncode}"
             else:
-                lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-                how = f"failed: {lines[-1].strip() if lines else f'exit status {proc.returncode}'}"
+                how = f"failed: {_last_line(proc)}"
             raise ExportError(_unchecked(f"loading it in Python (torch {torch.__version__}) {how}"))
         return torch.load(out)
+
+
+def _last_line(proc: subprocess.CompletedProcess) -> str:
+    """What a failed child said last on stderr (the error line), or its exit status."""
+    lines = [line.strip() for line in proc.stderr.splitlines() if line.strip()]
+    return lines[-1] if lines else f"exit status {proc.returncode}"
 
 
 def _unchecked(what: str) -> str:
@@ -272,10 +282,8 @@ def _run_native(runner: Path, path: str, check: Tensor, timeout: float = LOAD_TI
             raise ExportError(f"the native runner {runner} did not finish checking the package within "
                               f"{timeout:.0f} s; nothing was written") from None
         if proc.returncode != 0:
-            lines = [line for line in proc.stderr.strip().splitlines() if line.strip()]
-            raise ExportError(f"the native runner {runner} could not run the package ("
-                              f"{lines[-1].strip() if lines else f'exit status {proc.returncode}'}); nothing was "
-                              f"written")
+            raise ExportError(f"the native runner {runner} could not run the package ({_last_line(proc)}); nothing "
+                              f"was written")
         return torch.from_numpy(np.load(logits)).float()
 
 
