@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import statistics
 import time
 from dataclasses import dataclass
 
@@ -198,21 +199,25 @@ class DistillRun:
             group["lr"] = lr
         sums, window, steps = None, None, 0
         timed = self._revision_window(epoch, deadline)  # (first, last) step to time, or None
+        durations = []  # each timed step's seconds: their median sizes the plan, so a moment of other work on
+        # the machine does not (a mean over the window once re-sized a run to end at 139 s of 240)
         with self._phase("distillation"):
             step, read_at, read_step = 0, time.perf_counter(), 0
             skip = self.past(deadline, ahead=self._chunk_seconds(cfg.student_steps))
             if skip:
                 self.cut = self.cut or "distillation"  # not even the steps up to the first read fit
             while not skip and step < cfg.student_steps:  # the count may be re-sized once, inside the first epoch
-                if timed is not None and step == timed[0]:
+                if timed is not None and timed[0] <= step < timed[1]:
                     t0 = self._clock()
                 images, labels, _ = self.pool.sample(self.student_batch)
                 terms = self.steps.student_step(self.optimizer, images, labels)
                 window = accumulate(window, terms)
                 steps += 1
                 step += 1
+                if timed is not None and timed[0] < step <= timed[1]:
+                    durations.append(self._clock() - t0)
                 if timed is not None and step == timed[1]:
-                    self._revise_plan(epoch, (self._clock() - t0) / (timed[1] - timed[0]), step, deadline)
+                    self._revise_plan(epoch, statistics.median(durations), step, deadline)
                     cfg, timed = self.cfg, None
                 if step % cfg.log_every == 0 or step == cfg.student_steps:
                     read = {k: float(v) for k, v in window.items()}  # the one host sync per log interval

@@ -227,3 +227,37 @@ def test_a_budgeted_run_ends_by_its_deadline_not_one_piece_of_work_after(monkeyp
     used = clock[0] - 100.0
     assert budget - 2.0 <= used <= budget + 1e-9
     assert run.history[-1]["accuracy"] == 0.5 and run.epoch < cfg.epochs
+
+
+def test_the_re_sizing_times_steps_by_their_median_so_a_moment_of_other_work_does_not_size_the_run(monkeypatch):
+    """On a fake clock where a student step takes 0.1 s, except one step inside the timed window that other work
+    on the machine held up for 3 s, the re-sizing is given 0.1 s a step (a mean over the window gave 0.6 s,
+    and a run re-sized on it ended at 139 s of a 240 s budget)."""
+    import fastcae.loop as loop
+    from fastcae.config import make_config
+    from tests.helpers import TINY
+
+    clock = [100.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+    cfg = make_config(**dict(TINY, epochs=3, warmup_epochs=1, warmup_synth_batches=1, synth_batches=1,
+                             student_steps=40, log_every=5, max_seconds=1000.0))
+    cfg = cfg.replace(plan={"planned": True, "schedule": {}, "reasons": []})
+    run = loop.DistillRun(cfg, trained_like_teacher(), tiny_classifier(), torch.randn(5, 16), (1, 8, 8), (0.5,),
+                          (0.5,), "cpu")
+    first, last = run._revision_window(1, deadline=1e9)
+    assert last - first >= 5
+    calls = {"n": 0}
+    real_step = run.steps.student_step
+
+    def step(*args, **kwargs):
+        out = real_step(*args, **kwargs)
+        calls["n"] += 1
+        clock[0] += 3.0 if calls["n"] == first + 2 else 0.1  # the third timed step was held up
+        return out
+
+    seen = []
+    monkeypatch.setattr(run.steps, "student_step", step)
+    monkeypatch.setattr(loop, "revise_student_steps", lambda plan, step_seconds, *a: seen.append(step_seconds))
+    run.pool.push(torch.rand(20, 1, 8, 8), torch.arange(20) % 5, torch.arange(20))  # what synthesis would keep
+    run.train_student(1, deadline=1e9)
+    assert seen == [pytest.approx(0.1)]
