@@ -22,11 +22,13 @@ import platform
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
-from fastcae import distill
+from fastcae import DistillResult, distill
+from fastcae.apps.data import ImageSplit
 from fastcae.apps.demo import noise_kd_baseline
 from fastcae.apps.teacher import train_classifier
 from fastcae.atomic import atomic_write
@@ -65,19 +67,43 @@ def load_teacher(case: Case, train, mean, std, progress: bool) -> tuple[torch.nn
     return model.eval(), time.perf_counter() - start
 
 
-def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, progress: bool,
-             options: dict | None = None) -> dict:
+@dataclass
+class CaseRun:
+    """One distillation of a case, with what scoring and studying it needs."""
+
+    case: Case
+    train: ImageSplit
+    test: ImageSplit
+    mean: tuple
+    std: tuple
+    teacher: torch.nn.Module
+    teacher_seconds: float
+    result: DistillResult
+    seconds: float
+
+
+def distil_case(case: Case, budget: float, seed: int, recipe: str = "default", progress: bool = False,
+                options: dict | None = None) -> CaseRun:
+    """Distil ``case`` as a new user would: the class names, image shape, mean/std and the budget (plus the
+    recipe's and ``options``' fields, for probes)."""
     train, test = case.data.load()
     mean, std = train.channel_stats()
     teacher, teacher_seconds = load_teacher(case, train, mean, std, progress)
-    teacher_acc = accuracy(teacher, test.images, test.labels, mean, std)
     torch.manual_seed(seed)
     student = case.make_student()
     start = time.perf_counter()
     result = distill(teacher, student, case.data.class_names, image_shape=tuple(train.images.shape[1:]), mean=mean,
                      std=std, max_seconds=budget, seed=seed, progress=progress, **RECIPES[recipe],
                      **(options or {}))
-    seconds = time.perf_counter() - start
+    return CaseRun(case, train, test, mean, std, teacher, teacher_seconds, result, time.perf_counter() - start)
+
+
+def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, progress: bool,
+             options: dict | None = None) -> dict:
+    run = distil_case(case, budget, seed, recipe, progress, options)
+    test, mean, std, teacher, result = run.test, run.mean, run.std, run.teacher, run.result
+    teacher_acc = accuracy(teacher, test.images, test.labels, mean, std)
+    teacher_seconds, seconds = run.teacher_seconds, run.seconds
     student_acc = accuracy(result.student, test.images, test.labels, mean, std)
     steps = sum(h.get("student_steps", 0) for h in result.history)
     record = {
@@ -92,9 +118,14 @@ def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, 
         torch.manual_seed(seed)
         base = noise_kd_baseline(teacher, case.make_student(), mean, std, steps=max(steps, 1),
                                  batch_size=result.config.student_batch_size, temperature=result.config.temperature,
-                                 lr=result.config.lr_s, image_shape=tuple(train.images.shape[1:]), seed=seed)
+                                 lr=result.config.lr_s, image_shape=tuple(run.train.images.shape[1:]), seed=seed)
         record["noise_baseline"] = accuracy(base, test.images, test.labels, mean, std)
     return record
+
+
+def parse_options(items: list[str]) -> dict:
+    """``--set KEY=VALUE`` items -> distill options (numbers, lists, dicts and booleans as JSON)."""
+    return {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v for k, _, v in (i.partition("=") for i in items)}
 
 
 def machine() -> dict:
@@ -138,8 +169,7 @@ def main(argv=None) -> int:
         print(table(json.loads(Path(args.table).read_text())["runs"]))
         return 0
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    options = {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v
-               for k, _, v in (item.partition("=") for item in args.set)}
+    options = parse_options(args.set)
     out = Path(args.out or f"benchmarks/results/fidelity-{args.recipe}-{datetime.date.today().isoformat()}.json")
     doc = json.loads(out.read_text()) if out.exists() else {"machine": machine(), "runs": []}
     for name in args.cases:
