@@ -63,9 +63,10 @@ SAFETY = 0.9  # share of the remaining time planned (timing noise, evaluation, t
 # included) to fill this share of the time left, so a budget is neither left a fifth unused nor overrun.
 REVISED_SAFETY = 0.95
 # The re-sizing gives at most this many times the planned student steps. Twice was the first bound; a step-cost
-# measurement disturbed by other work on the machine (2026-12-04: a probe on the same cores during the
-# measurement, steps timed at 1.6x their real cost) then left a 240-second MobileNetV3 run ending at 157 s,
-# its steps doubled and still short. The epochs stay as planned, so the extra time can only go to student steps.
+# measurement disturbed by other work on the machine (2026-12-04: another job on the same cores timed a student
+# step at 0.344 s, three times the 0.113 s it took in the run) then left a 240-second MobileNetV3 run ending at
+# 157 s, its steps doubled and still short. The epochs stay as planned, so the time left can only go to student
+# steps.
 REVISE_AT_MOST = 4
 SYNTH_BATCHES = (400, 256, 200, 128, 64)  # candidates, largest first
 STUDENT_BATCHES = (512, 256, 128)
@@ -390,9 +391,9 @@ def revise_student_steps(plan: dict, step_seconds: float, synth_seconds: float, 
     """The plan with ``student_steps`` re-sized from the run's own timing, inside the first post-warm-up epoch:
     ``done`` steps of it ran at ``step_seconds`` each, its synthesis took ``synth_seconds``, ``epochs_left``
     epochs follow it, ``remaining`` seconds are left. Every post-warm-up epoch gets the new count (this one
-    too, so it never drops below ``done``; at most ``REVISE_AT_MOST`` times the plan, or ``MAX_EPOCH_STEPS``); the epochs, batch
-    sizes and learning rates stay, so a rerun given the revised schedule does the same work. None when the
-    plan was within 5%."""
+    too, so it never drops below ``done``; at most ``REVISE_AT_MOST`` times the plan, or ``MAX_EPOCH_STEPS``);
+    the epochs, batch sizes and learning rates stay, so a rerun given the revised schedule does the same work.
+    None when the plan was within 5%."""
     s = plan["schedule"]
     old = s["student_steps"]
     budget = remaining * REVISED_SAFETY - epochs_left * synth_seconds + done * step_seconds
