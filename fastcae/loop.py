@@ -207,15 +207,17 @@ class DistillRun:
             if skip:
                 self.cut = self.cut or "distillation"  # not even the steps up to the first read fit
             while not skip and step < cfg.student_steps:  # the count may be re-sized once, inside the first epoch
-                if timed is not None and timed[0] <= step < timed[1]:
-                    t0 = self._clock()
+                if timed is not None and step == timed[0]:
+                    mark = self._clock()
                 images, labels, _ = self.pool.sample(self.student_batch)
                 terms = self.steps.student_step(self.optimizer, images, labels)
                 window = accumulate(window, terms)
                 steps += 1
                 step += 1
-                if timed is not None and timed[0] < step <= timed[1]:
-                    durations.append(self._clock() - t0)
+                if timed is not None and timed[0] < step <= timed[1]:  # one clock reading per timed step
+                    now = self._clock()
+                    durations.append(now - mark)
+                    mark = now
                 if timed is not None and step == timed[1]:
                     self._revise_plan(epoch, statistics.median(durations), step, deadline)
                     cfg, timed = self.cfg, None

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from fastcae.augment import Augment
 from fastcae.evaluate import accuracy
+from fastcae.steps import make_augment
 
 from .cases import CASES
 from .run import CaseRun, distil_case, machine, parse_options
@@ -64,8 +65,8 @@ def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, m
     """A fresh student (same initial weights as the run's) trained by KD on ``images`` for ``steps`` steps
     (``mix``: CutMix on every batch); returns it and its last KD loss."""
     cfg = run.result.config
-    flip = next((h["flip"] for h in run.result.history if "flip" in h), run.result.config.flip)  # as decided
-    augment = Augment(run.mean, run.std, padding=images.shape[-1] // 8, flip=bool(flip))
+    flip = next((h["flip"] for h in run.result.history if "flip" in h), cfg.flip)  # as the run decided it
+    augment = make_augment(cfg.replace(flip=flip), run.mean, run.std, tuple(images.shape[1:]), images.device)
     torch.manual_seed(seed)
     student = run.case.make_student().train()
     opt = torch.optim.SGD(student.parameters(), lr=cfg.lr_s, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
