@@ -24,7 +24,8 @@ from .config import DistillConfig, make_config
 from .datasets import DATASETS
 from .export import ExportReport, StudentCard, export_student, write_student
 from .loop import DistillRun, EvalSet, freeze, train
-from .plan import describe_estimate, explicit_schedule, measure_costs, plan_schedule, synthesis_defaults
+from .plan import (describe_estimate, explicit_schedule, measure_costs, plan_schedule, planned_cutmix,
+                   synthesis_defaults)
 from .pool import SyntheticPool
 from .presets import get_preset, is_pair_preset
 from .steps import resolve_precision
@@ -329,10 +330,12 @@ def _schedule(cfg: DistillConfig, planned: bool, explicit: bool, given: set[str]
     spent = time.perf_counter() - started
     if planned:
         plan = plan_schedule(cfg, costs, cfg.max_seconds, overhead=spent, num_classes=num_classes)
+        if "cutmix" not in given:
+            chosen["cutmix"] = planned_cutmix(plan.schedule)
         plan.synthesis = chosen
         for key in ("synth_batch_size", "student_batch_size"):
             plan.schedule[key] = max(plan.schedule[key] - plan.schedule[key] % processes, processes)
-        cfg = cfg.replace(plan=plan.to_dict(), **plan.schedule)
+        cfg = cfg.replace(plan=plan.to_dict(), **plan.schedule, **chosen)
         cfg.validate()
         _say(cfg, plan.describe())
         return cfg

@@ -126,6 +126,9 @@ class DistillConfig:
     # from the teacher (fastcae.health.flip_consistency), what a planned run does unless flip is given
     flip: bool | None = True
     crop_padding: int | None = None  # random-crop padding; None: H // 8 (4 at 32x32)
+    # CutMix on this share of each student batch (fastcae.augment.cutmix); 0 is NAYER's student step. A planned
+    # run turns it on when the run has many student steps (fastcae.plan.planned_cutmix) unless cutmix is given
+    cutmix: float = 0.0
 
     # --- pool (decision, METHOD.md 5.5) ---------------------------------------------------------------
     pool_capacity: int | None = None  # images; None: every image the schedule keeps (NAYER never evicts)
@@ -195,6 +198,8 @@ class DistillConfig:
         check_compile_mode(self.compile)
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be a positive number of seconds, got {self.max_seconds}")
+        if not 0 <= self.cutmix <= 1:
+            raise ValueError(f"cutmix is the share of each student batch to mix, within [0, 1]; got {self.cutmix}")
         for name in ("bn_weight", "ce_weight", "adv_weight", "cncl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")

@@ -68,6 +68,12 @@ REVISED_SAFETY = 0.95
 # 157 s, its steps doubled and still short. The epochs stay as planned, so the time left can only go to student
 # steps.
 REVISE_AT_MOST = 4
+# CutMix on every student image (fastcae.augment.cutmix) when the run has at least this many post-warm-up
+# student steps. Measured on 2 CPU cores (benchmarks/fidelity/pool_study.py, fresh students trained offline on a
+# run's kept images): it cost 10 and 1 points at 255 and 322 steps (vgg-grey32, resnet8-colour-rot32, 60 s)
+# and gained 0.4 and 0.6 at three times those steps, and 10 and 13 points at 1,080 and 1,271 (MobileNetV3, 240 s),
+# where the student fits images that drifted from anything the teacher was trained on. Between the two: 500.
+CUTMIX_MIN_STEPS = 500
 SYNTH_BATCHES = (400, 256, 200, 128, 64)  # candidates, largest first
 STUDENT_BATCHES = (512, 256, 128)
 LR_PER_512 = 0.2  # NAYER's student lr at batch 512, scaled linearly with the batch size
@@ -384,6 +390,13 @@ def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead:
     reasons += costs.notes
     est = estimate_seconds(costs, schedule, g)
     return Plan(budget, schedule, est + overhead, g, _costs_dict(costs), reasons)
+
+
+def planned_cutmix(schedule: dict) -> float:
+    """The share of each student batch to CutMix for ``schedule``: all of it in a run with
+    ``CUTMIX_MIN_STEPS`` post-warm-up student steps or more, none in a shorter one."""
+    steps = (schedule["epochs"] - schedule["warmup_epochs"]) * schedule["student_steps"]
+    return 1.0 if steps >= CUTMIX_MIN_STEPS else 0.0
 
 
 def revise_student_steps(plan: dict, step_seconds: float, synth_seconds: float, done: int, remaining: float,

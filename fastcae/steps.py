@@ -2,7 +2,7 @@
 
 Synthesis step: ``generator -> x in [0, 1] -> augment -> teacher (BN hooks on) [+ student] ->
 bn * BN + ce * CE + adv * ADV -> backward -> generator optimiser step``.
-Student step: ``pool batch -> augment -> teacher (no grad) -> student (+ projection head) ->
+Student step: ``pool batch -> [CutMix] -> augment -> teacher (no grad) -> student (+ projection head) ->
 KD_T + cncl * SupCon -> backward -> student optimiser step``.
 
 Both are free of host syncs (no ``.item()``, no data-dependent Python branches): losses come back as device
@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import ops
-from .augment import Augment
+from .augment import Augment, cutmix
 from .bn_stats import BNStatsLoss
 from .config import COMPILE_MODES, DistillConfig, check_compile_mode
 from .distributed import World
@@ -155,6 +155,8 @@ def student_loss(ctx: StepContext, images: Tensor, labels: Tensor, cfg: DistillC
                  ) -> tuple[Tensor, Tensor, Tensor]:
     """The distillation forward on a pool batch: ``(loss, kd term, cncl term)``; compiled as one graph."""
     contrastive = ctx.head is not None and cfg.cncl_weight > 0
+    if cfg.cutmix > 0:
+        images, labels = cutmix(images, labels, cfg.cutmix)
     with autocast(cfg, images.device.type):
         x = ctx.augment(images)
         with torch.no_grad():

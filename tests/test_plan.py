@@ -8,6 +8,7 @@ import torch
 from fastcae import distill
 from fastcae.config import DistillConfig, PARADIGMS
 from fastcae.plan import (
+    CUTMIX_MIN_STEPS,
     MAX_EPOCH_STEPS,
     REVISE_AT_MOST,
     SAFETY,
@@ -18,6 +19,7 @@ from fastcae.plan import (
     explicit_schedule,
     minimum_budget,
     plan_schedule,
+    planned_cutmix,
     revise_student_steps,
 )
 from tests.helpers import tiny_classifier, trained_like_teacher
@@ -132,6 +134,18 @@ def test_distill_plans_for_the_budget_records_the_plan_and_reruns_identically(mo
     rerun = distill(teacher, again, config=result.config.replace(max_seconds=None, progress=False), **SHAPE)
     for a, b in zip(result.student.state_dict().values(), rerun.student.state_dict().values()):
         assert torch.equal(a, b)
+
+
+def test_cutmix_is_planned_for_runs_with_many_student_steps_and_a_given_share_is_kept(monkeypatch):
+    short = dict(epochs=5, warmup_epochs=1, student_steps=CUTMIX_MIN_STEPS // 4 - 1)
+    assert planned_cutmix(short) == 0.0 and planned_cutmix(dict(short, epochs=6)) == 1.0
+    monkeypatch.setattr("fastcae.plan.CUTMIX_MIN_STEPS", 1)  # the tiny run has a few dozen steps
+    planned = distill(trained_like_teacher(), tiny_classifier(), max_seconds=6, **SHAPE, **QUICK)
+    assert planned.config.cutmix == 1.0 and planned.plan["synthesis"]["cutmix"] == 1.0
+    given = distill(trained_like_teacher(), tiny_classifier(), max_seconds=6, cutmix=0.25, **SHAPE, **QUICK)
+    assert given.config.cutmix == 0.25 and "cutmix" not in given.plan["synthesis"]
+    with pytest.raises(ValueError, match="cutmix"):
+        distill(trained_like_teacher(), tiny_classifier(), max_seconds=6, cutmix=2, **SHAPE, **QUICK)
 
 
 def test_resume_follows_the_saved_plan(tmp_path):
