@@ -191,8 +191,17 @@ class DistillRun:
                     break
         return {k: float(v) / done for k, v in (totals or {}).items()}
 
+    def cutmix_share(self, epoch: int) -> float:
+        """The CutMix share of epoch ``epoch``: the config's, except before the epoch from which the re-sizing
+        changed it (recorded in the plan, so a rerun or a resumed run mixes the same epochs)."""
+        revised = (self.cfg.plan or {}).get("revised") or {}
+        if epoch < revised.get("cutmix_from_epoch", 0):
+            return revised["cutmix_planned"]
+        return self.cfg.cutmix
+
     def train_student(self, epoch: int, deadline: float | None) -> dict[str, float]:
         cfg = self.cfg
+        self.steps.use_cutmix(self.cutmix_share(epoch))
         self._set_student_trainable(True)
         lr = cosine_lr(cfg, epoch)
         for group in self.optimizer.param_groups:
@@ -281,8 +290,10 @@ class DistillRun:
                                            deadline - time.perf_counter(), self.cfg.epochs - epoch - 1)
         revised = self.world.broadcast(revised)
         if revised is not None:
-            self.cfg = self.cfg.replace(plan=revised, student_steps=revised["schedule"]["student_steps"])
-            self.revision = revised["reasons"][-1]
+            added = revised["reasons"][len(self.cfg.plan["reasons"]):]  # the re-sizing, and CutMix if it changed
+            share = revised.get("synthesis", {}).get("cutmix", self.cfg.cutmix)
+            self.cfg = self.cfg.replace(plan=revised, student_steps=revised["schedule"]["student_steps"], cutmix=share)
+            self.revision = "; ".join(added)
 
     def evaluate(self) -> float | None:
         if self.eval_set is None or not self.world.main:  # rank 0 scores (every rank holds the same student)

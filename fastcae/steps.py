@@ -223,7 +223,7 @@ class Steps:
     device, else plain), the orchestration around them, and the fall-back to the plain forwards.
 
     ``ctx`` is what both steps read; ``cfg`` gives the loss weights, temperatures and precision (fields a
-    plan never changes) and the compile mode."""
+    plan never changes), the compile mode and the CutMix share (``use_cutmix``)."""
 
     def __init__(self, ctx: StepContext, cfg: DistillConfig, device, world: World = World()):
         self.ctx = ctx
@@ -250,6 +250,12 @@ class Steps:
     def compiled(self) -> bool:
         """True when the forwards were handed to ``torch.compile`` (their first calls compile them)."""
         return self._compiled is not None
+
+    def use_cutmix(self, share: float) -> None:
+        """The CutMix share of the student steps from now on (the one field a plan may change mid-run, once,
+        at an epoch's start; a compiled student step recompiles for it)."""
+        if share != self.cfg.cutmix:
+            self.cfg = self.cfg.replace(cutmix=share)
 
     def optimizer_options(self) -> dict:
         """Keyword arguments for the run's optimisers: fused (single-kernel) steps when compiling."""

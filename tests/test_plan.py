@@ -148,6 +148,41 @@ def test_cutmix_is_planned_for_runs_with_many_student_steps_and_a_given_share_is
         distill(trained_like_teacher(), tiny_classifier(), max_seconds=6, cutmix=2, **SHAPE, **QUICK)
 
 
+def test_the_re_sizing_decides_cutmix_again_from_the_steps_that_will_run(monkeypatch):
+    costs = _costs(0.05, 0.01)
+    plan = plan_schedule(DistillConfig(), costs, 240.0).to_dict()
+    s = plan["schedule"]
+    posts = s["epochs"] - s["warmup_epochs"]
+    # a threshold just above the planned steps: off as planned; a device twice as fast re-sizes past it
+    monkeypatch.setattr("fastcae.plan.CUTMIX_MIN_STEPS", posts * s["student_steps"] + 1)
+    plan["synthesis"] = {"cutmix": planned_cutmix(s)}
+    assert plan["synthesis"]["cutmix"] == 0.0
+    step = 0.5 * costs.at(costs.student, s["student_batch_size"])
+    revised = revise_student_steps(plan, step, 0.1, 5, 0.5 * estimate_seconds(costs, s, 10), posts - 1)
+    assert revised["synthesis"]["cutmix"] == 1.0 and plan["synthesis"]["cutmix"] == 0.0
+    assert revised["revised"]["cutmix_planned"] == 0.0
+    assert revised["revised"]["cutmix_from_epoch"] == s["warmup_epochs"] + 1
+    assert "CutMix on from the next epoch" in revised["reasons"][-1]
+
+
+def test_a_rerun_mixes_the_epochs_the_re_sized_run_mixed(monkeypatch):
+    """The recorded plan says from which epoch the re-sizing turned CutMix on: a rerun (or a resumed run) of
+    that config mixes from the same epoch, and not before."""
+    import fastcae.steps
+
+    shares = []
+    real = fastcae.steps.cutmix
+    monkeypatch.setattr(fastcae.steps, "cutmix", lambda x, y, share: shares.append(share) or real(x, y, share))
+    schedule = dict(epochs=4, warmup_epochs=1, warmup_synth_batches=1, synth_batches=1, student_steps=3,
+                    synth_batch_size=20, student_batch_size=16, g_life=5, lr_s=0.05)
+    plan = {"schedule": schedule, "synthesis": {"cutmix": 1.0}, "reasons": [],
+            "revised": {"student_steps_planned": 2, "cutmix_planned": 0.0, "cutmix_from_epoch": 2}}
+    cfg = DistillConfig(**schedule, plan=plan, cutmix=1.0, g_steps=1, **QUICK)
+    result = distill(trained_like_teacher(), tiny_classifier(), config=cfg, **SHAPE)
+    assert len(result.history) == 4
+    assert shares == [1.0] * 6  # epochs 3 and 4 (index 2, 3), three steps each; epoch 2 unmixed
+
+
 def test_resume_follows_the_saved_plan(tmp_path):
     teacher = trained_like_teacher()
     first = distill(teacher, tiny_classifier(), max_seconds=10, checkpoint_dir=tmp_path, **SHAPE, **QUICK)
