@@ -28,8 +28,8 @@ The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% o
   (``fastcae.loop.DistillRun.train_student``): the measurement before the run overestimated a step inside
   it by 10-20%, which left long budgets a fifth unused;
 - CutMix on every student image when the run has ``CUTMIX_MIN_STEPS`` or more post-warm-up student steps
-  (``planned_cutmix``), decided with the schedule and again by the re-sizing (from the epoch after it): across the suite at 240 s it
-  raised five of six students and lowered none (MobileNetV3 70.9 -> 83.5%,
+  (``planned_cutmix``), decided with the schedule and again by the re-sizing (from the epoch after it).
+  Across the suite at 240 s it raised five of six students and lowered none (MobileNetV3 70.9 -> 83.5%,
   ``benchmarks/results/fidelity-cutmix-2026-12-04.json``); with few steps it costs accuracy.
 """
 
@@ -77,6 +77,7 @@ REVISE_AT_MOST = 4
 # run's kept images): it cost 10 and 1 points at 255 and 322 steps (vgg-grey32, resnet8-colour-rot32, 60 s)
 # and gained 0.4 and 0.6 at three times those steps, and 10 and 13 points at 1,080 and 1,271 (MobileNetV3, 240 s),
 # where the student fits images that drifted from anything the teacher was trained on. Between the two: 500.
+# In runs at 120 s (560-714 steps) it then gained 1.5-2.4 points in three of three comparisons.
 CUTMIX_MIN_STEPS = 500
 SYNTH_BATCHES = (400, 256, 200, 128, 64)  # candidates, largest first
 STUDENT_BATCHES = (512, 256, 128)
