@@ -426,10 +426,10 @@ def revise_student_steps(plan: dict, step_seconds: float, synth_seconds: float, 
                               f"{1000 * step_seconds:.1f} ms here): {steps} student steps per epoch instead of "
                               f"{old}, to end within the {remaining:.0f} s left")
     chosen = plan.get("synthesis") or {}
-    if "cutmix" in chosen and planned_cutmix(revised["schedule"]) != chosen["cutmix"]:
+    share = planned_cutmix(revised["schedule"])
+    if "cutmix" in chosen and share != chosen["cutmix"]:
         # the steps that will really run decide; from the next epoch on, so this epoch stays one recipe and
         # a rerun of the revised config (fastcae.loop.DistillRun.cutmix_share) mixes the same epochs
-        share = planned_cutmix(revised["schedule"])
         revised["synthesis"] = dict(chosen, cutmix=share)
         revised["revised"].update(cutmix_planned=chosen["cutmix"], cutmix_from_epoch=s["warmup_epochs"] + 1)
         revised["reasons"].append(f"CutMix {'on' if share else 'off'} from the next epoch: "

@@ -12,7 +12,8 @@ crops; no CNCL) on:
   teacher from the real images but not from the pool says the images are the limit, not the student's steps;
 - ``pool-grey`` (``--grey``, 3-channel images only): the pool with every image turned grey (mean of its channels), for
   teachers that only ever saw grey images copied to three channels.
-``--cutmix`` adds the pool with CutMix (a box from another image pasted in; the teacher labels the result).
+``--cutmix`` adds the pool with CutMix (``fastcae.augment.cutmix``: a box from another image pasted into each
+image; the teacher labels the result). The studies of 2026-12-04 used one box per batch instead.
 It reports per-class test accuracy, the teacher's agreement with the requested class and its confidence on
 the pool, and draws the pool (one row per class, columns spread from the first synthesis batch to the last)
 beside the JSON, because the picture shows drift (colours the teacher never saw, shapes that are not digits)
@@ -33,7 +34,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-from fastcae.augment import Augment
+from fastcae.augment import Augment, cutmix
 from fastcae.evaluate import accuracy
 from fastcae.steps import make_augment
 
@@ -45,19 +46,6 @@ def per_class(model, images, labels, normalize, classes: int) -> list[float]:
     with torch.no_grad():
         pred = model(normalize(images)).argmax(1)
     return [round(float((pred[labels == c] == c).float().mean()), 3) for c in range(classes)]
-
-
-def cutmix(x: torch.Tensor, g: torch.Generator) -> torch.Tensor:
-    """CutMix without labels: one random box per batch pasted from the next image (the teacher labels the
-    result, so KD needs no mixed label)."""
-    h, w = x.shape[-2:]
-    side = (1 - torch.rand((), generator=g)).sqrt()
-    bh, bw = int(h * side), int(w * side)
-    y0 = int(torch.randint(0, h - bh + 1, (), generator=g))
-    x0 = int(torch.randint(0, w - bw + 1, (), generator=g))
-    out = x.clone()
-    out[..., y0:y0 + bh, x0:x0 + bw] = x.roll(1, 0)[..., y0:y0 + bh, x0:x0 + bw]
-    return out
 
 
 def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, mix: bool = False
@@ -76,7 +64,9 @@ def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, m
         for group in opt.param_groups:
             group["lr"] = cfg.lr_min + (cfg.lr_s - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * i / steps))
         x = images[torch.randint(0, len(images), (cfg.student_batch_size,), generator=g)]
-        x = augment(cutmix(x, g) if mix else x)
+        if mix:  # the library's CutMix on every image (the labels, for CNCL, are not used here)
+            x, _ = cutmix(x, torch.zeros(len(x), dtype=torch.long), 1.0)
+        x = augment(x)
         with torch.no_grad():
             target = F.softmax(run.teacher(x) / t, dim=1)
         loss = F.kl_div(F.log_softmax(student(x) / t, dim=1), target, reduction="batchmean") * t * t
