@@ -10,8 +10,10 @@ from fastcae.config import DistillConfig, PARADIGMS
 from fastcae.plan import (
     CUTMIX_MIN_STEPS,
     MAX_EPOCH_STEPS,
+    MIN_STUDENT_STEPS,
     REVISE_AT_MOST,
     SAFETY,
+    SHORT_RUN_STUDENT_BATCH,
     BudgetTooSmall,
     StepCosts,
     _epoch_seconds,
@@ -55,7 +57,7 @@ def test_plan_fits_the_budget_and_finishes_its_schedule(gen, student, fixed, bud
     assert estimate_seconds(costs, s, cfg.generator_steps) + 2.0 == pytest.approx(plan.estimate_seconds)
     assert 1 <= s["warmup_epochs"] < s["epochs"] and s["epochs"] - s["warmup_epochs"] >= 4
     assert s["g_life"] > s["epochs"]  # the generator is never re-created inside a planned run
-    assert s["lr_s"] == pytest.approx(0.2 * s["student_batch_size"] / 512)
+    assert s["lr_s"] == pytest.approx(0.2 * max(s["student_batch_size"], 128) / 512)
     # most of the budget is used: a plan that leaves half of it idle is a poor plan
     assert plan.estimate_seconds >= 0.6 * budget
 
@@ -65,6 +67,20 @@ def test_a_bigger_budget_buys_more_student_steps():
     small, big = (plan_schedule(cfg, costs, b).schedule for b in (120.0, 1200.0))
     steps = lambda s: (s["epochs"] - s["warmup_epochs"]) * s["student_steps"] * s["student_batch_size"]  # noqa: E731
     assert steps(big) > 5 * steps(small)
+
+
+def test_a_short_run_halves_the_student_batch_for_more_steps_and_a_longer_one_keeps_it(monkeypatch):
+    cfg, costs = DistillConfig(), _costs(0.2, 0.1)  # MobileNetV3-like step costs on 2 CPU cores
+    posts = lambda s: (s["epochs"] - s["warmup_epochs"]) * s["student_steps"]  # noqa: E731
+    short = plan_schedule(cfg, costs, 60.0).schedule
+    assert short["student_batch_size"] == SHORT_RUN_STUDENT_BATCH and short["lr_s"] == pytest.approx(0.05)
+    monkeypatch.setattr("fastcae.plan.SHORT_RUN_STUDENT_BATCH", 128)  # the rule off: what the plan was before
+    before = plan_schedule(cfg, costs, 60.0).schedule
+    assert before["student_batch_size"] == 128 and posts(before) < MIN_STUDENT_STEPS
+    assert posts(short) >= 1.8 * posts(before)  # about twice the steps, on the same images
+    monkeypatch.undo()
+    long = plan_schedule(cfg, costs, 240.0).schedule
+    assert long["student_batch_size"] == 128 and posts(long) >= MIN_STUDENT_STEPS
 
 
 @pytest.mark.parametrize("speed", [0.3, 0.5, 0.8, 1.0, 1.3, 2.0])
@@ -139,6 +155,9 @@ def test_distill_plans_for_the_budget_records_the_plan_and_reruns_identically(mo
 def test_cutmix_is_planned_for_runs_with_many_student_steps_and_a_given_share_is_kept(monkeypatch):
     short = dict(epochs=5, warmup_epochs=1, student_steps=CUTMIX_MIN_STEPS // 4 - 1)
     assert planned_cutmix(short) == 0.0 and planned_cutmix(dict(short, epochs=6)) == 1.0
+    # at batch 64 the steps must also carry as many images as CUTMIX_MIN_STEPS steps of 128
+    assert planned_cutmix(dict(short, epochs=6, student_batch_size=64)) == 0.0
+    assert planned_cutmix(dict(short, epochs=10, student_batch_size=64)) == 1.0
     monkeypatch.setattr("fastcae.plan.CUTMIX_MIN_STEPS", 1)  # the tiny run has a few dozen steps
     planned = distill(trained_like_teacher(), tiny_classifier(), max_seconds=6, **SHAPE, **QUICK)
     assert planned.config.cutmix == 1.0 and planned.plan["synthesis"]["cutmix"] == 1.0
