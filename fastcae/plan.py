@@ -404,7 +404,7 @@ def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead:
     schedule = dict(epochs=warmup_epochs + epochs_post, warmup_epochs=warmup_epochs,
                     warmup_synth_batches=warmup_synth_batches, synth_batches=synth_batches, student_steps=steps,
                     synth_batch_size=sb, student_batch_size=bs, g_life=warmup_epochs + epochs_post + 1,
-                    lr_s=round(LR_PER_512 * max(bs, 128) / 512, 6))  # SHORT_RUN_STUDENT_BATCH keeps 128's
+                    lr_s=round(LR_PER_512 * max(bs, STUDENT_BATCHES[-1]) / 512, 6))  # a short run keeps 128's
     reasons.append(f"then {epochs_post} epochs of {schedule['student_steps']} student steps at batch {bs} "
                    f"(lr {schedule['lr_s']:g}) and {synth_batches} synthesis batch(es)")
     reasons.append("the generator is kept for the whole run (g_life past the last epoch)")
