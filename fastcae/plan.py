@@ -382,17 +382,13 @@ def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead:
         synth_batches = max(total_synth // epochs_post, 1)
     limit = costs.student_limit or max(STUDENT_BATCHES)
     student_fits = [b for b in STUDENT_BATCHES if b <= limit] or [min(costs.student)]
-    bs = student_fits[-1]
-    for candidate in student_fits:
-        if student_time(epochs_post, synth_batches) / costs.at(costs.student, candidate) >= STUDENT_STEPS_WANTED:
-            bs = candidate
-            break
-    small = SHORT_RUN_STUDENT_BATCH
-    if (bs == student_fits[-1] and small < bs
-            and student_time(epochs_post, synth_batches) / costs.at(costs.student, bs) < MIN_STUDENT_STEPS):
-        bs = small  # a short run: more, smaller steps
+    seconds = student_time(epochs_post, synth_batches)
+    steps_at = lambda batch: seconds / costs.at(costs.student, batch)  # noqa: E731  (post-warm-up student steps)
+    bs = next((b for b in student_fits if steps_at(b) >= STUDENT_STEPS_WANTED), student_fits[-1])
+    if bs == student_fits[-1] and SHORT_RUN_STUDENT_BATCH < bs and steps_at(bs) < MIN_STUDENT_STEPS:
+        bs = SHORT_RUN_STUDENT_BATCH  # a short run: more, smaller steps
     step_cost = costs.at(costs.student, bs)
-    steps = int(student_time(epochs_post, synth_batches) / (epochs_post * step_cost))
+    steps = int(seconds / (epochs_post * step_cost))
     while steps > MAX_EPOCH_STEPS:  # long budgets: more epochs rather than longer ones
         more = epochs_post + max(epochs_post // 10, 1)
         batches = max(total_synth // more, 1)
@@ -418,8 +414,7 @@ def planned_cutmix(schedule: dict) -> float:
     ``CUTMIX_MIN_STEPS`` post-warm-up student steps or more, and as many images as that many steps at batch
     128 (where the threshold was measured; a batch of 64 needs twice the steps), none in a shorter one."""
     steps = (schedule["epochs"] - schedule["warmup_epochs"]) * schedule["student_steps"]
-    images = steps * schedule.get("student_batch_size", 128)
-    return 1.0 if steps >= CUTMIX_MIN_STEPS and images >= CUTMIX_MIN_STEPS * 128 else 0.0
+    return 1.0 if steps * min(schedule.get("student_batch_size", 128), 128) >= CUTMIX_MIN_STEPS * 128 else 0.0
 
 
 def revise_student_steps(plan: dict, step_seconds: float, synth_seconds: float, done: int, remaining: float,
