@@ -6,6 +6,10 @@ code left them firing through every student step, computing statistics nobody us
 ``ops.bn_stats_loss`` once on the activation the forward already produced (one read; the fused kernel
 computes mean, variance and the loss from it in one pass).
 
+``first_weight`` multiplies the first BN layer's term (DeepInversion's ``first_bn_multiplier``). That layer
+sees the image's low-level statistics (its contrast and, in colour, its hues); in a deep teacher it is one
+term of dozens (3% of MobileNetV3's sum on noise). Weighted 10 times in planned runs (fastcae.plan).
+
 EMA (NAYER's "momentum" blend): ``blended = (1 - w) * batch + w * ema`` with ``w = 0`` until the first
 ``update_ema()`` and ``w = momentum`` afterwards; ``update_ema`` folds the last step's statistics in after
 each synthesis batch.
@@ -34,8 +38,9 @@ def teacher_bn_layers(teacher: nn.Module) -> list[nn.BatchNorm2d]:
 
 
 class BNStatsLoss:
-    def __init__(self, teacher: nn.Module, momentum: float = 0.9):
+    def __init__(self, teacher: nn.Module, momentum: float = 0.9, first_weight: float = 1.0):
         self.layers = teacher_bn_layers(teacher)
+        self.first_weight = first_weight
         for m in self.layers:
             if m.running_mean is None or m.running_var is None:
                 raise ValueError(f"teacher BatchNorm2d {m} tracks no running statistics (track_running_stats=False)")
@@ -56,7 +61,7 @@ class BNStatsLoss:
                 inputs[0], layer.running_mean, layer.running_var, self.ema_mean[index], self.ema_var[index],
                 self.ema_weight,
             )
-            self._losses.append(loss)
+            self._losses.append(loss * self.first_weight if index == 0 and self.first_weight != 1 else loss)
             self._stats[index] = (mean, var)
 
         return hook
@@ -73,7 +78,8 @@ class BNStatsLoss:
             self._handles = []
 
     def loss(self) -> Tensor:
-        """Sum of the per-layer losses collected since the last call (and forget them)."""
+        """Sum of the per-layer losses collected since the last call, the first layer's times ``first_weight``
+        (and forget them)."""
         if not self._losses:
             raise RuntimeError("no BN statistics were collected: run the teacher inside `with bn.active():`")
         total = torch.stack(self._losses).sum()

@@ -108,6 +108,9 @@ class DistillConfig:
     # --- loss weights (NAYER) ---------------------------------------------------------------------------
     bn_weight: float = 10.0  # BN-statistics loss
     bn_momentum: float = 0.9  # EMA blend weight of earlier batches' statistics
+    # multiplier of the teacher's first BN layer's term (DeepInversion's first_bn_multiplier); 1 is NAYER's plain
+    # sum. A planned run takes fastcae.plan.FIRST_BN_WEIGHT unless bn_first_weight is given
+    bn_first_weight: float = 1.0
     ce_weight: float = 0.5  # teacher cross-entropy to the requested class
     adv_weight: float = 1.33  # adversarial term, after warm-up only
     temperature: float = 20.0  # KD temperature of the student loss
@@ -200,7 +203,7 @@ class DistillConfig:
             raise ValueError(f"max_seconds must be a positive number of seconds, got {self.max_seconds}")
         if not 0 <= self.cutmix <= 1:
             raise ValueError(f"cutmix is the share of each student batch to mix, within [0, 1]; got {self.cutmix}")
-        for name in ("bn_weight", "ce_weight", "adv_weight", "cncl_weight"):
+        for name in ("bn_weight", "bn_first_weight", "ce_weight", "adv_weight", "cncl_weight"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 

@@ -98,7 +98,7 @@ class DistillRun:
             self.student.to(memory_format=torch.channels_last)
         # flip=None: no flip while the warm-up synthesises, then the teacher decides (decide_flip)
         self.augment = make_augment(cfg, mean, std, self.image_shape, self.device)
-        self.bn = BNStatsLoss(self.teacher, cfg.bn_momentum) if cfg.bn_weight > 0 else None
+        self.bn = BNStatsLoss(self.teacher, cfg.bn_momentum, cfg.bn_first_weight) if cfg.bn_weight > 0 else None
         # a student without forward_features gives its features through a hook attached per step
         self.head, tap = contrastive_parts(self.student, cfg, self.image_shape, self.device)
         self.steps = Steps(StepContext(self.teacher, self.student, self.head, self.augment, self.bn, tap), cfg,

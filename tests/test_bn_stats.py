@@ -66,3 +66,18 @@ def test_ema_update_follows_nayer():
 def test_teacher_without_batchnorm_is_a_clear_error():
     with pytest.raises(ValueError, match="no BatchNorm2d.*bn_weight=0"):
         BNStatsLoss(nn.Sequential(nn.Flatten(), nn.Linear(4, 2)))
+
+
+def test_first_weight_multiplies_only_the_first_layers_term():
+    t = _teacher()
+    x = torch.randn(5, 1, 6, 6)
+    per_layer = []
+    for weight in (1.0, 10.0):
+        bn = BNStatsLoss(t, first_weight=weight)
+        with bn.active():
+            t(x)
+        per_layer.append([float(v) for v in bn._losses])
+        total = bn.loss().item()
+        assert total == pytest.approx(sum(per_layer[-1]), rel=1e-6)
+    assert per_layer[1][0] == pytest.approx(10 * per_layer[0][0], rel=1e-6)
+    assert per_layer[1][1:] == pytest.approx(per_layer[0][1:], rel=1e-6)

@@ -8,7 +8,9 @@ import torch
 from fastcae import distill
 from fastcae.config import DistillConfig, PARADIGMS
 from fastcae.plan import (
+    BN_REFERENCE,
     CUTMIX_MIN_STEPS,
+    FIRST_BN_WEIGHT,
     MAX_EPOCH_STEPS,
     MIN_STUDENT_STEPS,
     REVISE_AT_MOST,
@@ -17,12 +19,14 @@ from fastcae.plan import (
     BudgetTooSmall,
     StepCosts,
     _epoch_seconds,
+    bn_noise_level,
     estimate_seconds,
     explicit_schedule,
     minimum_budget,
     plan_schedule,
     planned_cutmix,
     revise_student_steps,
+    synthesis_defaults,
 )
 from tests.helpers import tiny_classifier, trained_like_teacher
 
@@ -228,6 +232,24 @@ def test_planned_run_decides_flip_from_the_teacher_after_warm_up():
     decided = [h for h in result.history if "flip" in h]
     assert len(decided) == 1 and decided[0]["epoch"] == result.config.warmup_epochs
     assert isinstance(decided[0]["flip"], bool) and 0 <= decided[0]["flip_consistency"] <= 1
+
+
+def test_planned_synthesis_weighs_the_first_bn_layer_and_scales_the_bn_term_with_it():
+    teacher, cfg = trained_like_teacher(), DistillConfig()
+    args = (SHAPE["image_shape"], "cpu", teacher, SHAPE["mean"], SHAPE["std"])
+    chosen = synthesis_defaults(cfg, set(), *args)
+    level = bn_noise_level(teacher, SHAPE["image_shape"], SHAPE["mean"], SHAPE["std"], "cpu",
+                           first_weight=FIRST_BN_WEIGHT)
+    assert chosen["bn_first_weight"] == FIRST_BN_WEIGHT
+    assert chosen["bn_weight"] == pytest.approx(cfg.bn_weight * BN_REFERENCE / level, abs=1e-4)
+    assert level > bn_noise_level(teacher, SHAPE["image_shape"], SHAPE["mean"], SHAPE["std"], "cpu")
+    given = synthesis_defaults(cfg.replace(bn_first_weight=1.0), {"bn_first_weight"}, *args)
+    assert "bn_first_weight" not in given
+    assert given["bn_weight"] == pytest.approx(
+        cfg.bn_weight * BN_REFERENCE / bn_noise_level(teacher, *args[:1], SHAPE["mean"], SHAPE["std"], "cpu"),
+        abs=1e-4)
+    with pytest.raises(ValueError, match="bn_first_weight"):
+        DistillConfig(bn_first_weight=-1.0).validate()
 
 
 def test_out_of_memory_while_measuring_falls_back_to_a_smaller_batch_and_says_so(monkeypatch):
