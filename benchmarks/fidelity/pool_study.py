@@ -13,7 +13,9 @@ crops; no CNCL) on:
 - ``pool-grey`` (``--grey``, 3-channel images only): the pool with every image turned grey (mean of its channels), for
   teachers that only ever saw grey images copied to three channels.
 ``--cutmix`` adds the pool with CutMix (``fastcae.augment.cutmix``: a box from another image pasted into each
-image; the teacher labels the result). The studies of 2026-12-04 used one box per batch instead.
+image; the teacher labels the result). The studies of 2026-12-04 used one box per batch instead. ``--mix``
+adds other mixes (MixUp: each image blended with another at a uniform weight; ``both``: CutMix or MixUp per
+batch), and ``--no-real`` skips the student on the real images.
 It reports per-class test accuracy, the teacher's agreement with the requested class and its confidence on
 the pool, and draws the pool (one row per class, columns spread from the first synthesis batch to the last)
 beside the JSON, because the picture shows drift (colours the teacher never saw, shapes that are not digits)
@@ -48,10 +50,18 @@ def per_class(model, images, labels, normalize, classes: int) -> list[float]:
     return [round(float((pred[labels == c] == c).float().mean()), 3) for c in range(classes)]
 
 
-def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, mix: bool = False
+def mixup(x: torch.Tensor) -> torch.Tensor:
+    """Each image blended with its neighbour in the batch, at its own weight drawn uniformly (the teacher labels
+    the blend, so no mixed label is needed)."""
+    lam = torch.rand(x.shape[0], 1, 1, 1, device=x.device)
+    return lam * x + (1 - lam) * x.roll(1, 0)
+
+
+def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, mix: bool | str = False
                     ) -> tuple[torch.nn.Module, float]:
     """A fresh student (same initial weights as the run's) trained by KD on ``images`` for ``steps`` steps
-    (``mix``: CutMix on every batch); returns it and its last KD loss."""
+    (``mix``: True or "cutmix" for CutMix on every batch, "mixup" for MixUp, "both" for one of the two per
+    batch, at random); returns it and its last KD loss."""
     cfg = run.result.config
     flip = next((h["flip"] for h in run.result.history if "flip" in h), cfg.flip)  # as the run decided it
     augment = make_augment(cfg.replace(flip=flip), run.mean, run.std, tuple(images.shape[1:]), images.device)
@@ -64,8 +74,13 @@ def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, m
         for group in opt.param_groups:
             group["lr"] = cfg.lr_min + (cfg.lr_s - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * i / steps))
         x = images[torch.randint(0, len(images), (cfg.student_batch_size,), generator=g)]
-        if mix:  # the library's CutMix on every image (the labels, for CNCL, are not used here)
+        kind = "cutmix" if mix is True else mix
+        if kind == "both":
+            kind = "cutmix" if torch.rand((), generator=g) < 0.5 else "mixup"
+        if kind == "cutmix":  # the library's CutMix on every image (the labels, for CNCL, are not used here)
             x, _ = cutmix(x, torch.zeros(len(x), dtype=torch.long), 1.0)
+        elif kind == "mixup":
+            x = mixup(x)
         x = augment(x)
         with torch.no_grad():
             target = F.softmax(run.teacher(x) / t, dim=1)
@@ -94,7 +109,7 @@ def save_pool_picture(images: torch.Tensor, labels: torch.Tensor, class_names, p
 
 
 def study(case_name: str, budget: float, seed: int, options: dict, out: Path, factors=(1.0,),
-          with_cutmix: bool = False, grey: bool = False) -> dict:
+          with_cutmix: bool = False, grey: bool = False, mixes: tuple = (), real: bool = True) -> dict:
     case = CASES[case_name]
     run = distil_case(case, budget, seed, options=options)
     result, test, classes = run.result, run.test, case.num_classes
@@ -115,13 +130,13 @@ def study(case_name: str, budget: float, seed: int, options: dict, out: Path, fa
         "run": {"student": accuracy(result.student, test.images, test.labels, run.mean, run.std),
                 "per_class": per_class(result.student, test.images, test.labels, normalize, classes)},
     }
-    sources = {"pool": images, "real": run.train.images}
+    sources = {"pool": images, **({"real": run.train.images} if real else {})}
     if grey:
         sources["pool-grey"] = images.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
     doc["offline"] = []
     for factor in factors:
         for name, x in sources.items():
-            for mix in (False, True) if name == "pool" and with_cutmix else (False,):
+            for mix in ((False, True) if with_cutmix else (False,)) + tuple(mixes) if name == "pool" else (False,):
                 start = time.perf_counter()
                 n = max(round(steps * factor), 1)
                 student, loss = offline_student(run, x, n, seed, mix)
@@ -130,7 +145,8 @@ def study(case_name: str, budget: float, seed: int, options: dict, out: Path, fa
                        "per_class": per_class(student, test.images, test.labels, normalize, classes),
                        "seconds": time.perf_counter() - start}
                 doc["offline"].append(row)
-                print(f"{case.name} seed {seed}: offline student on {name}{' + cutmix' if mix else ''} "
+                label = {False: "", True: " + cutmix"}.get(mix, f" + {mix}")
+                print(f"{case.name} seed {seed}: offline student on {name}{label} "
                       f"({len(x)} images, {n} steps): {100 * row['student']:.1f}%", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str))
@@ -147,6 +163,9 @@ def main(argv=None) -> int:
     p.add_argument("--step-factors", nargs="*", type=float, default=[1.0],
                    help="offline students train for these multiples of the run's student steps")
     p.add_argument("--cutmix", action="store_true", help="also train on the pool with CutMix")
+    p.add_argument("--mix", nargs="*", default=[], choices=["cutmix", "mixup", "both"],
+                   help="also train on the pool with these image mixes (both: CutMix or MixUp, per batch)")
+    p.add_argument("--no-real", action="store_true", help="skip the offline student on the real images")
     p.add_argument("--grey", action="store_true", help="also train on the pool turned grey (3-channel images)")
     p.add_argument("--out", default=None, help="JSON path (the picture goes beside it, .png)")
     args = p.parse_args(argv)
@@ -156,7 +175,8 @@ def main(argv=None) -> int:
                            f"{datetime.date.today().isoformat()}.json")
     if args.grey and CASES[args.case].channels != 3:
         p.error("--grey needs a case with 3-channel images")
-    doc = study(args.case, args.budget, args.seed, options, out, args.step_factors, args.cutmix, args.grey)
+    doc = study(args.case, args.budget, args.seed, options, out, args.step_factors, args.cutmix, args.grey,
+                tuple(args.mix), not args.no_real)
     print(f"run's student {100 * doc['run']['student']:.1f}%, teacher {100 * doc['teacher']:.1f}%; written {out}")
     return 0
 
