@@ -236,18 +236,17 @@ def test_planned_run_decides_flip_from_the_teacher_after_warm_up():
 
 def test_planned_synthesis_weighs_the_first_bn_layer_and_scales_the_bn_term_with_it():
     teacher, cfg = trained_like_teacher(), DistillConfig()
-    args = (SHAPE["image_shape"], "cpu", teacher, SHAPE["mean"], SHAPE["std"])
-    chosen = synthesis_defaults(cfg, set(), *args)
-    level = bn_noise_level(teacher, SHAPE["image_shape"], SHAPE["mean"], SHAPE["std"], "cpu",
-                           first_weight=FIRST_BN_WEIGHT)
+    shape, mean, std = SHAPE["image_shape"], SHAPE["mean"], SHAPE["std"]
+    weighted = bn_noise_level(teacher, shape, mean, std, "cpu", first_weight=FIRST_BN_WEIGHT)
+    plain = bn_noise_level(teacher, shape, mean, std, "cpu")
+    assert weighted > plain
+    chosen = synthesis_defaults(cfg, set(), shape, "cpu", teacher, mean, std)
     assert chosen["bn_first_weight"] == FIRST_BN_WEIGHT
-    assert chosen["bn_weight"] == pytest.approx(cfg.bn_weight * BN_REFERENCE / level, abs=1e-4)
-    assert level > bn_noise_level(teacher, SHAPE["image_shape"], SHAPE["mean"], SHAPE["std"], "cpu")
-    given = synthesis_defaults(cfg.replace(bn_first_weight=1.0), {"bn_first_weight"}, *args)
+    assert chosen["bn_weight"] == pytest.approx(cfg.bn_weight * BN_REFERENCE / weighted, abs=1e-4)
+    given = synthesis_defaults(cfg.replace(bn_first_weight=1.0), {"bn_first_weight"}, shape, "cpu", teacher,
+                               mean, std)
     assert "bn_first_weight" not in given
-    assert given["bn_weight"] == pytest.approx(
-        cfg.bn_weight * BN_REFERENCE / bn_noise_level(teacher, *args[:1], SHAPE["mean"], SHAPE["std"], "cpu"),
-        abs=1e-4)
+    assert given["bn_weight"] == pytest.approx(cfg.bn_weight * BN_REFERENCE / plain, abs=1e-4)
     with pytest.raises(ValueError, match="bn_first_weight"):
         DistillConfig(bn_first_weight=-1.0).validate()
 
