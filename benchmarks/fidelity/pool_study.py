@@ -15,7 +15,8 @@ crops; no CNCL) on:
 ``--cutmix`` adds the pool with CutMix (``fastcae.augment.cutmix``: a box from another image pasted into each
 image; the teacher labels the result). The studies of 2026-12-04 used one box per batch instead. ``--mix``
 adds other mixes (MixUp: each image blended with another at a uniform weight; ``both``: CutMix or MixUp per
-batch), and ``--no-real`` skips the student on the real images.
+batch), and ``--no-real`` skips the student on the real images. Each offline row names its ``mix`` (None for
+none; the files written before these options name CutMix as ``cutmix``: true/false or the mix's name).
 It reports per-class test accuracy, the teacher's agreement with the requested class and its confidence on
 the pool, and draws the pool (one row per class, columns spread from the first synthesis batch to the last)
 beside the JSON, because the picture shows drift (colours the teacher never saw, shapes that are not digits)
@@ -57,11 +58,11 @@ def mixup(x: torch.Tensor) -> torch.Tensor:
     return lam * x + (1 - lam) * x.roll(1, 0)
 
 
-def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, mix: bool | str = False
+def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, mix: str | None = None
                     ) -> tuple[torch.nn.Module, float]:
     """A fresh student (same initial weights as the run's) trained by KD on ``images`` for ``steps`` steps
-    (``mix``: True or "cutmix" for CutMix on every batch, "mixup" for MixUp, "both" for one of the two per
-    batch, at random); returns it and its last KD loss."""
+    (``mix``: "cutmix" for CutMix on every batch, "mixup" for MixUp, "both" for one of the two per batch, at
+    random); returns it and its last KD loss."""
     cfg = run.result.config
     flip = next((h["flip"] for h in run.result.history if "flip" in h), cfg.flip)  # as the run decided it
     augment = make_augment(cfg.replace(flip=flip), run.mean, run.std, tuple(images.shape[1:]), images.device)
@@ -74,7 +75,7 @@ def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, m
         for group in opt.param_groups:
             group["lr"] = cfg.lr_min + (cfg.lr_s - cfg.lr_min) * 0.5 * (1 + math.cos(math.pi * i / steps))
         x = images[torch.randint(0, len(images), (cfg.student_batch_size,), generator=g)]
-        kind = "cutmix" if mix is True else mix
+        kind = mix
         if kind == "both":
             kind = "cutmix" if torch.rand((), generator=g) < 0.5 else "mixup"
         if kind == "cutmix":  # the library's CutMix on every image (the labels, for CNCL, are not used here)
@@ -109,7 +110,8 @@ def save_pool_picture(images: torch.Tensor, labels: torch.Tensor, class_names, p
 
 
 def study(case_name: str, budget: float, seed: int, options: dict, out: Path, factors=(1.0,),
-          with_cutmix: bool = False, grey: bool = False, mixes: tuple = (), real: bool = True) -> dict:
+          mixes: tuple = (), grey: bool = False, real: bool = True) -> dict:
+    """``mixes``: the pool is also learnt from with each of these ("cutmix", "mixup", "both")."""
     case = CASES[case_name]
     run = distil_case(case, budget, seed, options=options)
     result, test, classes = run.result, run.test, case.num_classes
@@ -136,17 +138,16 @@ def study(case_name: str, budget: float, seed: int, options: dict, out: Path, fa
     doc["offline"] = []
     for factor in factors:
         for name, x in sources.items():
-            for mix in ((False, True) if with_cutmix else (False,)) + tuple(mixes) if name == "pool" else (False,):
+            for mix in (None, *mixes) if name == "pool" else (None,):
                 start = time.perf_counter()
                 n = max(round(steps * factor), 1)
                 student, loss = offline_student(run, x, n, seed, mix)
-                row = {"images_from": name, "cutmix": mix, "steps": n, "images": len(x),
+                row = {"images_from": name, "mix": mix, "steps": n, "images": len(x),
                        "student": accuracy(student, test.images, test.labels, run.mean, run.std), "kd_loss": loss,
                        "per_class": per_class(student, test.images, test.labels, normalize, classes),
                        "seconds": time.perf_counter() - start}
                 doc["offline"].append(row)
-                label = {False: "", True: " + cutmix"}.get(mix, f" + {mix}")
-                print(f"{case.name} seed {seed}: offline student on {name}{label} "
+                print(f"{case.name} seed {seed}: offline student on {name}{f' + {mix}' if mix else ''} "
                       f"({len(x)} images, {n} steps): {100 * row['student']:.1f}%", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str))
@@ -162,7 +163,7 @@ def main(argv=None) -> int:
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a distill option (probes)")
     p.add_argument("--step-factors", nargs="*", type=float, default=[1.0],
                    help="offline students train for these multiples of the run's student steps")
-    p.add_argument("--cutmix", action="store_true", help="also train on the pool with CutMix")
+    p.add_argument("--cutmix", action="store_true", help="also train on the pool with CutMix (= --mix cutmix)")
     p.add_argument("--mix", nargs="*", default=[], choices=["cutmix", "mixup", "both"],
                    help="also train on the pool with these image mixes (both: CutMix or MixUp, per batch)")
     p.add_argument("--no-real", action="store_true", help="skip the offline student on the real images")
@@ -175,8 +176,9 @@ def main(argv=None) -> int:
                            f"{datetime.date.today().isoformat()}.json")
     if args.grey and CASES[args.case].channels != 3:
         p.error("--grey needs a case with 3-channel images")
-    doc = study(args.case, args.budget, args.seed, options, out, args.step_factors, args.cutmix, args.grey,
-                tuple(args.mix), not args.no_real)
+    mixes = tuple(dict.fromkeys((["cutmix"] if args.cutmix else []) + args.mix))  # in order, once each
+    doc = study(args.case, args.budget, args.seed, options, out, args.step_factors, mixes, args.grey,
+                not args.no_real)
     print(f"run's student {100 * doc['run']['student']:.1f}%, teacher {100 * doc['teacher']:.1f}%; written {out}")
     return 0
 
