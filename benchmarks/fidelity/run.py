@@ -113,6 +113,9 @@ def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, 
         "plan": getattr(result, "plan", None), "last": result.history[-1] if result.history else None,
         "flip": next(({"flip": h["flip"], "consistency": h["flip_consistency"]} for h in result.history
                       if "flip" in h), None),
+        # synthesis health per epoch, rounded: where the generator stood when the student learned from it
+        "health": [{k: round(h[k], 4) if isinstance(h.get(k), float) else h.get(k)
+                    for k in ("epoch", "phase", "g_bn", "agreement", "diversity", "kd")} for h in result.history],
     }
     if baseline:
         torch.manual_seed(seed)
