@@ -58,12 +58,13 @@ def mixup(x: torch.Tensor) -> torch.Tensor:
     return lam * x + (1 - lam) * x.roll(1, 0)
 
 
-def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, mix: str | None = None
-                    ) -> tuple[torch.nn.Module, float]:
+def offline_student(run: CaseRun, images: torch.Tensor, steps: int, seed: int, mix: str | None = None,
+                    variant: dict | None = None) -> tuple[torch.nn.Module, float]:
     """A fresh student (same initial weights as the run's) trained by KD on ``images`` for ``steps`` steps
     (``mix``: "cutmix" for CutMix on every batch, "mixup" for MixUp, "both" for one of the two per batch, at
-    random); returns it and its last KD loss."""
-    cfg = run.result.config
+    random; ``variant``: config fields that differ from the run's, e.g. temperature or lr_s); returns it and
+    its last KD loss."""
+    cfg = run.result.config.replace(**(variant or {}))
     flip = next((h["flip"] for h in run.result.history if "flip" in h), cfg.flip)  # as the run decided it
     augment = make_augment(cfg.replace(flip=flip), run.mean, run.std, tuple(images.shape[1:]), images.device)
     torch.manual_seed(seed)
@@ -110,8 +111,13 @@ def save_pool_picture(images: torch.Tensor, labels: torch.Tensor, class_names, p
 
 
 def study(case_name: str, budget: float, seed: int, options: dict, out: Path, factors=(1.0,),
-          mixes: tuple = (), grey: bool = False, real: bool = True) -> dict:
-    """``mixes``: the pool is also learnt from with each of these ("cutmix", "mixup", "both")."""
+          mixes: tuple = (), grey: bool = False, real: bool = True, after_warmup: bool = False,
+          variants: tuple = ()) -> dict:
+    """``mixes``: the pool is also learnt from with each of these ("cutmix", "mixup", "both").
+    ``variants``: dicts of student-side config fields; the whole pool is also learnt from with each (with each
+    mix, if any), so a knob is compared on one and the same pool, free of the run-to-run spread.
+    ``after_warmup``: also from the pool without the warm-up's images (a pool that never evicts holds its
+    images in the order they were made)."""
     case = CASES[case_name]
     run = distil_case(case, budget, seed, options=options)
     result, test, classes = run.result, run.test, case.num_classes
@@ -133,22 +139,33 @@ def study(case_name: str, budget: float, seed: int, options: dict, out: Path, fa
                 "per_class": per_class(result.student, test.images, test.labels, normalize, classes)},
     }
     sources = {"pool": images, **({"real": run.train.images} if real else {})}
+    if after_warmup:
+        cfg = result.config
+        warm = cfg.warmup_epochs * cfg.warmup_synth_batches * cfg.synth_batch_size
+        if result.pool.pushed > result.pool.capacity:
+            raise SystemExit("--after-warmup needs a pool that kept every image (this run's evicted some)")
+        sources["pool-after-warmup"] = images[warm:]
     if grey:
         sources["pool-grey"] = images.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
     doc["offline"] = []
     for factor in factors:
-        for name, x in sources.items():
-            for mix in (None, *mixes) if name == "pool" else (None,):
-                start = time.perf_counter()
-                n = max(round(steps * factor), 1)
-                student, loss = offline_student(run, x, n, seed, mix)
-                row = {"images_from": name, "mix": mix, "steps": n, "images": len(x),
-                       "student": accuracy(student, test.images, test.labels, run.mean, run.std), "kd_loss": loss,
-                       "per_class": per_class(student, test.images, test.labels, normalize, classes),
-                       "seconds": time.perf_counter() - start}
-                doc["offline"].append(row)
-                print(f"{case.name} seed {seed}: offline student on {name}{f' + {mix}' if mix else ''} "
-                      f"({len(x)} images, {n} steps): {100 * row['student']:.1f}%", flush=True)
+        # the whole pool with and without each mix; a variant or a part of the pool with the mixes only
+        trials = [(name, x, mix, {}) for name, x in sources.items()
+                  for mix in ((None, *mixes) if name == "pool" else (mixes or (None,)) if name.startswith("pool")
+                              else (None,))]
+        trials += [("pool", images, mix, v) for v in variants for mix in (mixes or (None,))]
+        for name, x, mix, variant in trials:
+            start = time.perf_counter()
+            n = max(round(steps * factor), 1)
+            student, loss = offline_student(run, x, n, seed, mix, variant)
+            row = {"images_from": name, "mix": mix, "variant": variant, "steps": n, "images": len(x),
+                   "student": accuracy(student, test.images, test.labels, run.mean, run.std), "kd_loss": loss,
+                   "per_class": per_class(student, test.images, test.labels, normalize, classes),
+                   "seconds": time.perf_counter() - start}
+            doc["offline"].append(row)
+            print(f"{case.name} seed {seed}: offline student on {name}{f' + {mix}' if mix else ''}"
+                  f"{''.join(f' {k}={v}' for k, v in variant.items())} "
+                  f"({len(x)} images, {n} steps): {100 * row['student']:.1f}%", flush=True)
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(doc, indent=1, default=str))
     save_pool_picture(images, labels, case.data.class_names, out.with_suffix(".png"))
@@ -168,6 +185,10 @@ def main(argv=None) -> int:
                    help="also train on the pool with these image mixes (both: CutMix or MixUp, per batch)")
     p.add_argument("--no-real", action="store_true", help="skip the offline student on the real images")
     p.add_argument("--grey", action="store_true", help="also train on the pool turned grey (3-channel images)")
+    p.add_argument("--after-warmup", action="store_true",
+                   help="also train on the pool without the images the warm-up made")
+    p.add_argument("--variant", action="append", default=[], metavar="KEY=VALUE[,KEY=VALUE]",
+                   help="also train on the pool with these student-side fields changed (repeatable)")
     p.add_argument("--out", default=None, help="JSON path (the picture goes beside it, .png)")
     args = p.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
@@ -178,7 +199,7 @@ def main(argv=None) -> int:
         p.error("--grey needs a case with 3-channel images")
     mixes = tuple(dict.fromkeys((["cutmix"] if args.cutmix else []) + args.mix))  # in order, once each
     doc = study(args.case, args.budget, args.seed, options, out, args.step_factors, mixes, args.grey,
-                not args.no_real)
+                not args.no_real, args.after_warmup, tuple(parse_options(v.split(",")) for v in args.variant))
     print(f"run's student {100 * doc['run']['student']:.1f}%, teacher {100 * doc['teacher']:.1f}%; written {out}")
     return 0
 
