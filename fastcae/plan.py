@@ -22,9 +22,9 @@ The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% o
 - about ``TARGET_EPOCHS`` post-warm-up epochs, so the per-epoch cosine is smooth, each of at least
   ``MIN_EPOCH_STEPS`` and at most ``MAX_EPOCH_STEPS`` (NAYER's 400) student steps;
 - the student batch: the largest of ``STUDENT_BATCHES`` that still gets ``STUDENT_STEPS_WANTED`` steps, else
-  128; a short run that would get fewer than ``MIN_STUDENT_STEPS`` steps at 128 takes
-  ``SHORT_RUN_STUDENT_BATCH`` (64) at 128's learning rate, for about twice the steps on the same images
-  (+4 to +6 points on three cases at 60 s);
+  128, at NAYER's learning rate scaled with the square root of the batch (``planned_lr``); a short run that
+  would get fewer than ``MIN_STUDENT_STEPS`` steps at 128 takes ``SHORT_RUN_STUDENT_BATCH`` (64) at 0.05, for
+  about twice the steps on the same images (+4 to +6 points on three cases at 60 s);
 - the generator is never re-created inside a planned run (re-creating it threw away the progress of the
   BN-statistics loss on deep teachers, and a budget has no time to win it back);
 - once, in the first epoch after the warm-up, the run times its own student steps and synthesis and
@@ -93,7 +93,22 @@ STUDENT_BATCHES = (512, 256, 128)
 # cases whose steps are the limit; the linear scaling of the learning rate (0.025) gained about half of that.
 SHORT_RUN_STUDENT_BATCH = 64
 MIN_STUDENT_STEPS = 500
-LR_PER_512 = 0.2  # NAYER's student lr at batch 512, scaled linearly with the batch size (down to 128)
+# The student's lr: NAYER's 0.2 at batch 512, scaled with the square root of the batch size (0.1 at 128).
+# Linear scaling (0.05 at 128) was the first choice. On the same kept images (offline, pool_study --variant
+# lr_s=0.1, benchmarks/results/pool-study-variants-2026-12-05.json) 0.1 gained on three of six cases and lost
+# 0.4 on one; in the runs at 240 s (2 CPU cores) it gave MobileNetV3 90.2% against 88.9% over seeds 0-4 (four
+# of five higher) and moved the other five cases by -0.4 to +0.4 (fidelity-lr-2026-12-05.json). A short run's
+# batch of 64 keeps 0.05, the rate it was measured with: at 0.1 its three 32 px cases at 60 s moved by 0, -0.2
+# and -2.5 points.
+LR_AT_512 = 0.2
+SHORT_RUN_LR = 0.05
+
+
+def planned_lr(student_batch: int) -> float:
+    """The planned student lr for ``student_batch`` (see ``LR_AT_512``)."""
+    if student_batch < STUDENT_BATCHES[-1]:
+        return SHORT_RUN_LR
+    return round(LR_AT_512 * math.sqrt(student_batch / 512), 6)
 
 
 class BudgetTooSmall(ValueError):
@@ -412,7 +427,7 @@ def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead:
     schedule = dict(epochs=warmup_epochs + epochs_post, warmup_epochs=warmup_epochs,
                     warmup_synth_batches=warmup_synth_batches, synth_batches=synth_batches, student_steps=steps,
                     synth_batch_size=sb, student_batch_size=bs, g_life=warmup_epochs + epochs_post + 1,
-                    lr_s=round(LR_PER_512 * max(bs, STUDENT_BATCHES[-1]) / 512, 6))  # a short run keeps 128's
+                    lr_s=planned_lr(bs))
     reasons.append(f"then {epochs_post} epochs of {schedule['student_steps']} student steps at batch {bs} "
                    f"(lr {schedule['lr_s']:g}) and {synth_batches} synthesis batch(es)")
     reasons.append("the generator is kept for the whole run (g_life past the last epoch)")

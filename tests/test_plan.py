@@ -25,6 +25,7 @@ from fastcae.plan import (
     minimum_budget,
     plan_schedule,
     planned_cutmix,
+    planned_lr,
     revise_student_steps,
     synthesis_defaults,
 )
@@ -61,7 +62,8 @@ def test_plan_fits_the_budget_and_finishes_its_schedule(gen, student, fixed, bud
     assert estimate_seconds(costs, s, cfg.generator_steps) + 2.0 == pytest.approx(plan.estimate_seconds)
     assert 1 <= s["warmup_epochs"] < s["epochs"] and s["epochs"] - s["warmup_epochs"] >= 4
     assert s["g_life"] > s["epochs"]  # the generator is never re-created inside a planned run
-    assert s["lr_s"] == pytest.approx(0.2 * max(s["student_batch_size"], 128) / 512)
+    bs = s["student_batch_size"]
+    assert s["lr_s"] == pytest.approx(0.2 * (bs / 512) ** 0.5 if bs >= 128 else 0.05, abs=1e-6)  # 0.1 at 128
     # most of the budget is used: a plan that leaves half of it idle is a poor plan
     assert plan.estimate_seconds >= 0.6 * budget
 
@@ -350,3 +352,8 @@ def test_the_re_sizing_times_steps_by_their_median_so_a_moment_of_other_work_doe
     run.pool.push(torch.rand(20, 1, 8, 8), torch.arange(20) % 5, torch.arange(20))  # what synthesis would keep
     run.train_student(1, deadline=1e9)
     assert seen == [pytest.approx(0.1)]
+
+
+def test_the_planned_student_lr_scales_with_the_square_root_of_the_batch():
+    assert [planned_lr(b) for b in (512, 256, 128)] == pytest.approx([0.2, 0.2 / 2 ** 0.5, 0.1], abs=1e-6)
+    assert planned_lr(SHORT_RUN_STUDENT_BATCH) == 0.05  # the short runs' rate, as measured
