@@ -140,8 +140,8 @@ def study(case_name: str, budget: float, seed: int, options: dict, out: Path, fa
     }
     sources = {"pool": images, **({"real": run.train.images} if real else {})}
     if after_warmup:
-        cfg = result.config
-        warm = cfg.warmup_epochs * cfg.warmup_synth_batches * cfg.synth_batch_size
+        # the count at the last warm-up epoch (exact even where the budget cut a synthesis phase short)
+        warm = max((h["images_synthesized"] for h in result.history if h.get("phase") == "warmup"), default=0)
         if result.pool.pushed > result.pool.capacity:
             raise SystemExit("--after-warmup needs a pool that kept every image (this run's evicted some)")
         sources["pool-after-warmup"] = images[warm:]
