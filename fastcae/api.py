@@ -23,6 +23,7 @@ from .bn_stats import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .datasets import DATASETS
 from .export import ExportReport, StudentCard, export_student, write_student
+from .health import HEALTH_FIELDS
 from .loop import DistillRun, EvalSet, freeze, train
 from .plan import (describe_estimate, explicit_schedule, measure_costs, plan_schedule, planned_cutmix,
                    synthesis_defaults)
@@ -284,7 +285,7 @@ def distill(
                 meta["compile_mode"] = run.effective_compile_mode
                 meta["kernels"] = ops.kernel_report()
                 meta["plan"] = run.cfg.plan
-                meta["health"] = [{k: h.get(k) for k in ("epoch", "phase", "g_bn", "agreement", "diversity")}
+                meta["health"] = [{k: h.get(k) for k in HEALTH_FIELDS}
                                   for h in run.history]
         run.recorder = None
     else:

@@ -19,6 +19,7 @@ from torch import Tensor, nn
 
 COLLAPSE_DIVERSITY = 0.01  # mean within-class pixel std below this: near-identical images
 MIN_AGREEMENT = 0.5  # after warm-up, a generator whose images the teacher labels as asked less often than this
+HEALTH_FIELDS = ("epoch", "phase", "g_bn", "agreement", "diversity")  # an epoch's synthesis health, as recorded
 
 
 @torch.no_grad()

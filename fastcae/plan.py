@@ -23,8 +23,8 @@ The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% o
   ``MIN_EPOCH_STEPS`` and at most ``MAX_EPOCH_STEPS`` (NAYER's 400) student steps;
 - the student batch: the largest of ``STUDENT_BATCHES`` that still gets ``STUDENT_STEPS_WANTED`` steps, else
   128, at NAYER's learning rate scaled with the square root of the batch (``planned_lr``); a short run that
-  would get fewer than ``MIN_STUDENT_STEPS`` steps at 128 takes ``SHORT_RUN_STUDENT_BATCH`` (64) at 0.05, for
-  about twice the steps on the same images (+4 to +6 points on three cases at 60 s);
+  would get fewer than ``MIN_STUDENT_STEPS`` steps at 128 takes ``SHORT_RUN_STUDENT_BATCH`` (64) at
+  ``SHORT_RUN_LR`` (0.05), for about twice the steps on the same images (+4 to +6 points on three cases at 60 s);
 - the generator is never re-created inside a planned run (re-creating it threw away the progress of the
   BN-statistics loss on deep teachers, and a budget has no time to win it back);
 - once, in the first epoch after the warm-up, the run times its own student steps and synthesis and

@@ -17,6 +17,9 @@ image; the teacher labels the result). The studies of 2026-12-04 used one box pe
 adds other mixes (MixUp: each image blended with another at a uniform weight; ``both``: CutMix or MixUp per
 batch), and ``--no-real`` skips the student on the real images. Each offline row names its ``mix`` (None for
 none; the files written before these options name CutMix as ``cutmix``: true/false or the mix's name).
+``--after-warmup`` adds ``pool-after-warmup`` (the pool without the warm-up's images) and ``--variant k=v,..``
+the whole pool learnt with those student-side fields changed (e.g. ``lr_s=0.1``, ``temperature=4``); both
+with the ``--mix`` mixes only. A variant is compared on one and the same pool, free of the run-to-run spread.
 It reports per-class test accuracy, the teacher's agreement with the requested class and its confidence on
 the pool, and draws the pool (one row per class, columns spread from the first synthesis batch to the last)
 beside the JSON, because the picture shows drift (colours the teacher never saw, shapes that are not digits)
@@ -147,16 +150,17 @@ def study(case_name: str, budget: float, seed: int, options: dict, out: Path, fa
         sources["pool-after-warmup"] = images[warm:]
     if grey:
         sources["pool-grey"] = images.mean(1, keepdim=True).expand(-1, 3, -1, -1).contiguous()
+    # the whole pool without and with each mix; a part of the pool, or a variant, with the mixes only (or none)
+    def mixes_for(name: str) -> tuple:
+        return (None, *mixes) if name == "pool" else (mixes or (None,)) if name.startswith("pool") else (None,)
+
+    trials = [(name, x, mix, {}) for name, x in sources.items() for mix in mixes_for(name)]
+    trials += [("pool", images, mix, v) for v in variants for mix in (mixes or (None,))]
     doc["offline"] = []
     for factor in factors:
-        # the whole pool with and without each mix; a variant or a part of the pool with the mixes only
-        trials = [(name, x, mix, {}) for name, x in sources.items()
-                  for mix in ((None, *mixes) if name == "pool" else (mixes or (None,)) if name.startswith("pool")
-                              else (None,))]
-        trials += [("pool", images, mix, v) for v in variants for mix in (mixes or (None,))]
+        n = max(round(steps * factor), 1)
         for name, x, mix, variant in trials:
             start = time.perf_counter()
-            n = max(round(steps * factor), 1)
             student, loss = offline_student(run, x, n, seed, mix, variant)
             row = {"images_from": name, "mix": mix, "variant": variant, "steps": n, "images": len(x),
                    "student": accuracy(student, test.images, test.labels, run.mean, run.std), "kd_loss": loss,

@@ -33,6 +33,7 @@ from fastcae.apps.demo import noise_kd_baseline
 from fastcae.apps.teacher import train_classifier
 from fastcae.atomic import atomic_write
 from fastcae.evaluate import accuracy
+from fastcae.health import HEALTH_FIELDS
 from fastcae.synthesis.embeddings import default_cache_dir
 from fastcae.utils import versions
 
@@ -115,7 +116,7 @@ def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, 
                       if "flip" in h), None),
         # synthesis health per epoch, rounded: where the generator stood when the student learned from it
         "health": [{k: round(h[k], 4) if isinstance(h.get(k), float) else h.get(k)
-                    for k in ("epoch", "phase", "g_bn", "agreement", "diversity", "kd")} for h in result.history],
+                    for k in (*HEALTH_FIELDS, "kd")} for h in result.history],
     }
     if baseline:
         torch.manual_seed(seed)
