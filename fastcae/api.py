@@ -29,7 +29,7 @@ from .plan import (describe_estimate, explicit_schedule, measure_costs, plan_sch
                    synthesis_defaults)
 from .pool import SyntheticPool
 from .presets import get_preset, is_pair_preset
-from .steps import resolve_precision
+from .steps import memory_format, resolve_channels_last, resolve_precision
 from .synthesis.embeddings import class_embeddings
 from .utils import eval_mode
 
@@ -222,15 +222,18 @@ def distill(
     if world.distributed and world.main:
         _say(cfg, f"fastcae: {world.size} processes ({distributed.backend()}); each synthesises with its "
                   f"own generator and takes 1/{world.size} of every global batch")
-    cfg = cfg.replace(precision=resolve_precision(cfg.precision, device))  # recorded: the run's real precision
+    # recorded: the run's real precision and memory format
+    cfg = cfg.replace(precision=resolve_precision(cfg.precision, device),
+                      channels_last=resolve_channels_last(cfg.channels_last, device))
     image_shape = _check_image_shape(image_shape)
     mean = _check_norm("mean", mean, image_shape[0])
     std = _check_norm("std", std, image_shape[0])
     if not isinstance(teacher, nn.Module) or not isinstance(student, nn.Module):
         raise TypeError("teacher and student must be torch.nn.Module classifiers")
 
-    teacher.to(device)
-    student.to(device)
+    layout = memory_format(cfg)  # before the step costs are measured: the run's layout is what they time
+    teacher.to(device, memory_format=layout)
+    student.to(device, memory_format=layout)
     width = _probe_classifier(teacher, "teacher", image_shape, device)
     if pair is not None:
         if width != pair.num_classes:
@@ -294,7 +297,7 @@ def distill(
     student.eval()
     for p in student.parameters():
         p.requires_grad_(True)
-    if device.type == "cuda":  # the models leave in the layout they came in (channels_last was for the run)
+    if cfg.channels_last:  # the models leave in the default layout (channels_last was for the run)
         student.to(memory_format=torch.contiguous_format)
         teacher.to(memory_format=torch.contiguous_format)
     return DistillResult(student=student, history=run.history, config=run.cfg, generator=run.synth.generator,

@@ -32,7 +32,7 @@ from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consisten
 from .paradigms import create_synthesizer
 from .plan import revise_student_steps
 from .pool import SyntheticPool
-from .steps import StepContext, Steps, accumulate, contrastive_parts, make_augment
+from .steps import StepContext, Steps, accumulate, contrastive_parts, make_augment, resolve_channels_last
 
 TERM_NAMES = {
     "bn": "BN-statistics loss (generator)",
@@ -85,6 +85,8 @@ class DistillRun:
 
     def __init__(self, cfg: DistillConfig, teacher: nn.Module, student: nn.Module, embeddings: Tensor,
                  image_shape, mean, std, device, eval_set: EvalSet | None = None, world: World = World()):
+        if cfg.channels_last is None:  # distill() resolves it; a run built directly resolves it here
+            cfg = cfg.replace(channels_last=resolve_channels_last(None, device))
         self.cfg = cfg  # global batch sizes; this process takes its share of each (one process: all of it)
         self.world = world
         self.student_batch = local_share(cfg.student_batch_size, world, "student_batch_size")
@@ -93,7 +95,7 @@ class DistillRun:
         self.image_shape = tuple(image_shape)
         self.teacher = freeze(teacher.to(self.device))
         self.student = student.to(self.device)
-        if self.device.type == "cuda":  # cuDNN's fastest convolutions (bf16 tensor cores) want NHWC
+        if cfg.channels_last:  # cuDNN's and oneDNN's fastest convolutions want NHWC (resolve_channels_last)
             self.teacher.to(memory_format=torch.channels_last)
             self.student.to(memory_format=torch.channels_last)
         # flip=None: no flip while the warm-up synthesises, then the teacher decides (decide_flip)

@@ -22,7 +22,7 @@ import torch
 from torch import Tensor, nn
 
 from .config import PARADIGMS, DistillConfig
-from .steps import Steps, accumulate
+from .steps import Steps, accumulate, memory_format
 from .synthesis.cend import (
     CEND,
     MagnitudeSchedule,
@@ -77,6 +77,11 @@ class Synthesizer:
         return self.generator, self.optimizer, None
 
     # -- shared -----------------------------------------------------------------------------------------
+    def _new_generator(self, inp: nn.Module) -> Generator:
+        """The generator on the run's device, in the run's memory format (``DistillConfig.channels_last``)."""
+        return Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device,
+                                                                             memory_format=memory_format(self.cfg))
+
     def _run_steps(self, generator: nn.Module, optimizer, after_backward=None, *, steps: int, adv_weight: float):
         """``steps`` generator steps; keep the images of the lowest-loss step (on device, no sync)."""
         best_loss = torch.full((), float("inf"), device=self.device)
@@ -132,7 +137,7 @@ class CAESynthesizer(Synthesizer):
         inp = CENDInput(cend, seed=seed)
         if previous is not None:  # keep the noise stream going: a new generator must see new noise
             inp.noise_offset = previous.input.noise_offset + previous.input._batch_size * cend.dim
-        self.generator = Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device)
+        self.generator = self._new_generator(inp)
         self.optimizer = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas_g, **self.optimizer_options)
 
     def set_progress(self, progress: float) -> None:
@@ -158,7 +163,7 @@ class NayerSynthesizer(Synthesizer):
 
     def reset(self) -> None:
         inp = NoisyLayerInput(self.embeddings, self.cfg.synth_batch_size, self.cfg.noisy_dim)
-        self.generator = Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device)
+        self.generator = self._new_generator(inp)
         self.optimizer = _adam(self.generator.parameters(), self.cfg.lr_g, self.cfg.betas_g, **self.optimizer_options)
 
     def synthesize(self, adv_weight: float) -> SynthBatch:
@@ -181,7 +186,7 @@ class FastSynthesizer(Synthesizer):
 
     def reset(self) -> None:
         inp = LatentInput(self.cfg.synth_batch_size, self.cfg.latent_dim)
-        self.generator = Generator(inp, self.image_shape, self.cfg.generator_width).to(self.device)
+        self.generator = self._new_generator(inp)
         self.fast = copy.deepcopy(self.generator)
         k = self.cfg.generator_steps
         self.meta_optimizer = _adam(self.generator.body.parameters(), self.cfg.lr_g * k, self.cfg.betas_g,

@@ -119,6 +119,23 @@ def resolve_precision(precision: str | None, device) -> str:
     return precision
 
 
+def resolve_channels_last(channels_last: bool | None, device) -> bool:
+    """Whether the run keeps its models in channels_last memory: the user's choice, else on CUDA (cuDNN's
+    bf16 tensor-core convolutions want NHWC) and on a CPU whose torch has oneDNN. Measured on 2 CPU cores
+    (AMD EPYC, torch 2.14.1), NHWC against NCHW: the student step 2.6-3x faster for the fidelity suite's plain
+    CNN on 3-channel 32 px images, 1.5-2x on 1 channel, 1.2-1.9x for its depthwise-separable student; a
+    synthesis step 1.4x faster with torchvision's MobileNetV3 as teacher (whose 5x5 depthwise convolutions on
+    1x1 and 2x2 maps are a slow case of oneDNN's NCHW path), 1.1-1.2x with a VGG or ResNet-8."""
+    device = torch.device(device)
+    if channels_last is not None:
+        return bool(channels_last)
+    return device.type == "cuda" or (device.type == "cpu" and torch.backends.mkldnn.is_available())
+
+
+def memory_format(cfg: DistillConfig) -> torch.memory_format:
+    return torch.channels_last if cfg.channels_last else torch.contiguous_format
+
+
 def autocast(cfg: DistillConfig, device_type: str):
     """The forwards of a step under bf16 autocast when ``cfg.precision`` says so: convolutions and matmuls in
     bf16, master weights, optimiser states and the losses' reductions in fp32 (autocast runs softmax, norms

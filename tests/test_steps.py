@@ -85,10 +85,12 @@ def test_runs_in_one_process_do_not_exhaust_the_compile_cache():
 @pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_compiled_graphs_compute_what_eager_computes(paradigm, monkeypatch):
     """With the same (foreach) optimisers, a compiled run is bit-identical to the eager one: aot_eager runs
-    the traced ATen graph, so even the random crops draw the same numbers in the same order."""
+    the traced ATen graph, so even the random crops draw the same numbers in the same order. In NCHW memory:
+    in channels_last the traced graph's layouts can send a convolution down another oneDNN path, which rounds
+    differently (1e-7 relative); test_compiled_losses_match_eager covers that layout, the CPU default."""
     monkeypatch.setattr(Steps, "optimizer_options", lambda self: {})
-    eager = _run(False, paradigm, epochs=4)
-    compiled = _run("aot_eager", paradigm, epochs=4)
+    eager = _run(False, paradigm, epochs=4, channels_last=False)
+    compiled = _run("aot_eager", paradigm, epochs=4, channels_last=False)
     assert compiled.compile_mode == "aot_eager"
     _assert_same_losses(compiled.history, eager.history, rtol=0)
     for a, b in zip(compiled.student.state_dict().values(), eager.student.state_dict().values()):

@@ -127,3 +127,47 @@ def test_a_subset_of_noise_sources_keeps_canonical_ids():
     assert set(synth.sources.tolist()) == {2, 3}  # laplace, rademacher: ids mean the same everywhere
     assert torch.equal(synth.generator.input.cend.magnitudes, torch.tensor([0.0, 0.0, 0.5, 2.0]))
     assert set(synth.synthesize(adv_weight=0.0).sources.tolist()) == {2, 3}
+
+
+def _two_convs(c=5):
+    """A classifier whose second convolution has several input channels (one channel is both layouts)."""
+    return nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 6, 3, padding=1),
+                         nn.BatchNorm2d(6), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(6, c))
+
+
+def _is_nhwc(model: nn.Module) -> bool:
+    """Whether the model's convolutions (those with several input channels) are in channels_last memory."""
+    convs = [m.weight for m in model.modules() if isinstance(m, nn.Conv2d) and m.in_channels > 1]
+    assert convs
+    return all(w.is_contiguous(memory_format=torch.channels_last) and not w.is_contiguous() for w in convs)
+
+
+@pytest.mark.parametrize("paradigm", PARADIGMS)
+def test_channels_last_run_does_the_same_work(paradigm):
+    """NHWC is a layout, not a recipe: the same seed gives the same images and the same student step in both
+    layouts (to fp32 rounding), and the run's three models are in the layout its config says."""
+    cfg = make_config(paradigm=paradigm, synth_batch_size=10, g_steps=2, generator_width=4, noisy_dim=16,
+                      latent_dim=8, flip=False)
+    out = {}
+    for nhwc in (False, True):
+        torch.manual_seed(0)
+        teacher, student = _two_convs(), _two_convs()
+        run = DistillRun(cfg.replace(channels_last=nhwc), teacher, student, _embeddings(), (1, 8, 8), (0.5,),
+                         (0.5,), "cpu")
+        assert all(_is_nhwc(m) == nhwc for m in (run.teacher, run.student, run.synth.generator))
+        batch = run.synth.synthesize(adv_weight=1.0)
+        run.steps.student_step(run.optimizer, batch.images, batch.labels)
+        out[nhwc] = (batch.images, [p.detach().clone() for p in run.student.parameters()])
+    assert torch.allclose(out[False][0], out[True][0], atol=1e-5)
+    assert all(torch.allclose(a, b, atol=1e-5) for a, b in zip(out[False][1], out[True][1]))
+
+
+def test_channels_last_auto_follows_the_device():
+    from fastcae.steps import resolve_channels_last
+
+    assert resolve_channels_last(None, "cuda") is True
+    assert resolve_channels_last(None, "cpu") is torch.backends.mkldnn.is_available()
+    assert resolve_channels_last(False, "cuda") is False and resolve_channels_last(True, "cpu") is True
+    run = DistillRun(make_config(synth_batch_size=10, generator_width=4, flip=False), _tiny_teacher(),
+                     _tiny_teacher(), _embeddings(), (1, 8, 8), (0.5,), (0.5,), "cpu")
+    assert run.cfg.channels_last is resolve_channels_last(None, "cpu")  # recorded in the run's config
