@@ -154,8 +154,8 @@ class DistillConfig:
     # auto: bf16 on a CUDA GPU that supports it, fp32 elsewhere (CPU bf16 is supported, and slower on most CPUs)
     precision: str | None = None
     # the teacher, student and generator in NHWC (channels_last) memory: cuDNN's and oneDNN's fastest convolutions
-    # want it. None = auto: on CUDA, and on a CPU whose torch has oneDNN (there, measured on 2 cores, the student
-    # step ran 1.3-3x and MobileNetV3's synthesis step 1.4x faster, fastcae.steps.resolve_channels_last)
+    # want it. None = auto: on CUDA, and on a CPU whose torch has oneDNN (measured there on 2 cores: steps 1.1-3.5x
+    # faster, fastcae.steps.resolve_channels_last)
     channels_last: bool | None = None
 
     def __post_init__(self):

@@ -121,11 +121,11 @@ def resolve_precision(precision: str | None, device) -> str:
 
 def resolve_channels_last(channels_last: bool | None, device) -> bool:
     """Whether the run keeps its models in channels_last memory: the user's choice, else on CUDA (cuDNN's
-    bf16 tensor-core convolutions want NHWC) and on a CPU whose torch has oneDNN. Measured on 2 CPU cores
-    (AMD EPYC, torch 2.14.1), NHWC against NCHW: the student step 2.6-3x faster for the fidelity suite's plain
-    CNN on 3-channel 32 px images, 1.5-2x on 1 channel, 1.2-1.9x for its depthwise-separable student; a
-    synthesis step 1.4x faster with torchvision's MobileNetV3 as teacher (whose 5x5 depthwise convolutions on
-    1x1 and 2x2 maps are a slow case of oneDNN's NCHW path), 1.1-1.2x with a VGG or ResNet-8."""
+    bf16 tensor-core convolutions want NHWC) and on a CPU whose torch has oneDNN, whose NHWC convolutions are
+    faster too and whose NCHW path has slow cases (5x5 depthwise convolutions on 1x1 maps in torchvision's
+    MobileNetV3). Measured on 2 CPU cores (``benchmarks/test_bench_layout.py``, NHWC against NCHW, the fidelity
+    suite's pairs): the student step 3.5x, 1.5x and 1.1x faster, the generator step 1.8x, 1.2x and 1.3x, with
+    a MobileNetV3, a VGG and a ResNet-8 teacher."""
     device = torch.device(device)
     if channels_last is not None:
         return bool(channels_last)

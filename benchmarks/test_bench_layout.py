@@ -1,0 +1,79 @@
+"""Memory layout: one generator step and one student step with the models in NCHW and in channels_last (NHWC).
+
+Why: ``DistillConfig.channels_last=None`` puts the teacher, student and generator in NHWC on CUDA and on a CPU
+whose torch has oneDNN (``fastcae.steps.resolve_channels_last``). This times that choice on the fidelity
+suite's teacher/student pairs (``benchmarks/fidelity/cases.py``; random weights: a trained teacher costs the
+same), at the batches a 240-second CPU run plans (synthesis 64, student 128): torchvision's MobileNetV3 with
+a plain CNN student, a VGG-style CNN with the same student, a ResNet-8 with a depthwise-separable student.
+``extra_info`` holds images per second at the median. Quote NHWC/NCHW ratios from one run.
+
+Run: ``pytest benchmarks/test_bench_layout.py --benchmark-only``.
+"""
+
+import pytest
+import torch
+from conftest import DEVICE, sync
+from fidelity.cases import CASES
+
+from fastcae.config import make_config
+from fastcae.loop import DistillRun
+
+PAIRS = ["mbv3-grey32", "vgg-grey32", "resnet8-colour-rot32"]
+LAYOUTS = {"nchw": False, "nhwc": True}
+SYNTH_BATCH, STUDENT_BATCH = 64, 128
+ROUNDS = 10
+
+
+def _run(name: str, layout: str) -> DistillRun:
+    torch.manual_seed(0)
+    case = CASES[name]
+    shape = (case.channels, case.data.size, case.data.size)
+    cfg = make_config(synth_batch_size=SYNTH_BATCH, student_batch_size=STUDENT_BATCH, generator_width=32,
+                      device=DEVICE, progress=False, flip=False, compile=False, precision="fp32",
+                      channels_last=LAYOUTS[layout], pool_capacity=4 * SYNTH_BATCH)
+    embeddings = torch.nn.functional.normalize(torch.randn(case.num_classes, 384), dim=1)
+    half = (0.5,) * case.channels
+    return DistillRun(cfg, case.make_teacher(), case.make_student(), embeddings, shape, half, half, DEVICE)
+
+
+def _record(benchmark, name: str, layout: str, images: int):
+    benchmark.extra_info.update(pair=name, layout=layout, images=images, threads=torch.get_num_threads())
+    if benchmark.stats:  # None under --benchmark-disable
+        benchmark.extra_info["images_per_s"] = round(images / benchmark.stats.stats.median, 1)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("name", PAIRS)
+def test_generator_step_layout(benchmark, name, layout):
+    run = _run(name, layout)
+    synth = run.synth
+    run._set_student_trainable(False)  # as during synthesis
+    generator, optimizer, after_backward = synth.step_parts()
+    generator.train()
+    generator.new_batch(synth.targets, synth.sources)
+
+    def step():
+        run.steps.generator_step(generator, optimizer, synth.targets, synth.sources, run.cfg.adv_weight,
+                                 after_backward)
+        sync()
+
+    benchmark.group = f"generator step, {name}, batch {SYNTH_BATCH}"
+    benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=2, iterations=1)
+    _record(benchmark, name, layout, SYNTH_BATCH)
+
+
+@pytest.mark.parametrize("layout", list(LAYOUTS))
+@pytest.mark.parametrize("name", PAIRS)
+def test_student_step_layout(benchmark, name, layout):
+    run = _run(name, layout)
+    run._set_student_trainable(True)
+    images = torch.rand(STUDENT_BATCH, *run.image_shape, device=DEVICE)
+    labels = torch.randint(0, CASES[name].num_classes, (STUDENT_BATCH,), device=DEVICE)
+
+    def step():
+        run.steps.student_step(run.optimizer, images, labels)
+        sync()
+
+    benchmark.group = f"student step, {name}, batch {STUDENT_BATCH}"
+    benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=2, iterations=1)
+    _record(benchmark, name, layout, STUDENT_BATCH)
