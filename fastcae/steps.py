@@ -133,6 +133,7 @@ def resolve_channels_last(channels_last: bool | None, device) -> bool:
 
 
 def memory_format(cfg: DistillConfig) -> torch.memory_format:
+    """The layout the run's models take (``cfg.channels_last``, resolved)."""
     return torch.channels_last if cfg.channels_last else torch.contiguous_format
 
 
