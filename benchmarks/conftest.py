@@ -10,7 +10,7 @@ import platform
 
 import pytest
 import torch
-from scales import DEVICE  # benchmarks/ is on sys.path (rootdir conftest)
+from scales import DEVICE, sync  # noqa: F401  (benchmarks/ is on sys.path; sync is imported from here)
 
 from fastcae.utils import versions
 
@@ -25,12 +25,6 @@ FLOAT_DTYPES = [
     pytest.param(torch.bfloat16, id="bf16",
                  marks=pytest.mark.skipif(DEVICE != "cuda", reason="bf16 timed on GPU only (keeps the CPU run short)")),
 ]
-
-
-def sync():
-    """Call inside timed functions: CUDA work is asynchronous, so time the work, not the launch."""
-    if DEVICE == "cuda":
-        torch.cuda.synchronize()
 
 
 @pytest.fixture

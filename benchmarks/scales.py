@@ -33,6 +33,12 @@ from fastcae.models import create_model
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
 
+def sync():
+    """Call inside timed functions: CUDA work is asynchronous, so time the work, not the launch."""
+    if DEVICE == "cuda":
+        torch.cuda.synchronize()
+
+
 @dataclass(frozen=True)
 class Scale:
     name: str
@@ -91,3 +97,40 @@ def build_run(paradigm: str, backend: str, scale: Scale = SCALE, seed: int = 0, 
     embeddings = torch.nn.functional.normalize(torch.randn(scale.num_classes, 384), dim=1)
     return DistillRun(cfg, teacher, student, embeddings, scale.image_shape, scale.mean, scale.std, device,
                       world=world)
+
+
+def generator_step(run: DistillRun):
+    """One generator step of ``run`` past warm-up (the student's forward in it, as in synthesis), as a
+    callable that waits for the device: what the step benchmarks time."""
+    synth = run.synth
+    run._set_student_trainable(False)  # as during synthesis
+    generator, optimizer, after_backward = synth.step_parts()
+    generator.train()
+    generator.new_batch(synth.targets, synth.sources)
+
+    def step():
+        run.steps.generator_step(generator, optimizer, synth.targets, synth.sources, run.cfg.adv_weight,
+                                 after_backward)
+        sync()
+
+    return step
+
+
+def student_step(run: DistillRun, batch: int, num_classes: int):
+    """One student step of ``run`` on a fixed random batch, as a callable that waits for the device."""
+    run._set_student_trainable(True)
+    images = torch.rand(batch, *run.image_shape, device=run.device)
+    labels = torch.randint(0, num_classes, (batch,), device=run.device)
+
+    def step():
+        run.steps.student_step(run.optimizer, images, labels)
+        sync()
+
+    return step
+
+
+def record_images(benchmark, images: int, **info) -> None:
+    """``extra_info``: what was timed, and images per second at the median (absent under --benchmark-disable)."""
+    benchmark.extra_info.update(images=images, **info)
+    if benchmark.stats:
+        benchmark.extra_info["images_per_s"] = round(images / benchmark.stats.stats.median, 1)

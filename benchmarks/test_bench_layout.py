@@ -12,8 +12,9 @@ Run: ``pytest benchmarks/test_bench_layout.py --benchmark-only``.
 
 import pytest
 import torch
-from conftest import DEVICE, sync
+from conftest import DEVICE
 from fidelity.cases import CASES
+from scales import generator_step, record_images, student_step
 
 from fastcae.config import make_config
 from fastcae.loop import DistillRun
@@ -36,44 +37,19 @@ def _run(name: str, layout: str) -> DistillRun:
     return DistillRun(cfg, case.make_teacher(), case.make_student(), embeddings, shape, half, half, DEVICE)
 
 
-def _record(benchmark, name: str, layout: str, images: int):
-    benchmark.extra_info.update(pair=name, layout=layout, images=images, threads=torch.get_num_threads())
-    if benchmark.stats:  # None under --benchmark-disable
-        benchmark.extra_info["images_per_s"] = round(images / benchmark.stats.stats.median, 1)
-
-
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("name", PAIRS)
 def test_generator_step_layout(benchmark, name, layout):
-    run = _run(name, layout)
-    synth = run.synth
-    run._set_student_trainable(False)  # as during synthesis
-    generator, optimizer, after_backward = synth.step_parts()
-    generator.train()
-    generator.new_batch(synth.targets, synth.sources)
-
-    def step():
-        run.steps.generator_step(generator, optimizer, synth.targets, synth.sources, run.cfg.adv_weight,
-                                 after_backward)
-        sync()
-
+    step = generator_step(_run(name, layout))
     benchmark.group = f"generator step, {name}, batch {SYNTH_BATCH}"
     benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=2, iterations=1)
-    _record(benchmark, name, layout, SYNTH_BATCH)
+    record_images(benchmark, SYNTH_BATCH, pair=name, layout=layout, threads=torch.get_num_threads())
 
 
 @pytest.mark.parametrize("layout", list(LAYOUTS))
 @pytest.mark.parametrize("name", PAIRS)
 def test_student_step_layout(benchmark, name, layout):
-    run = _run(name, layout)
-    run._set_student_trainable(True)
-    images = torch.rand(STUDENT_BATCH, *run.image_shape, device=DEVICE)
-    labels = torch.randint(0, CASES[name].num_classes, (STUDENT_BATCH,), device=DEVICE)
-
-    def step():
-        run.steps.student_step(run.optimizer, images, labels)
-        sync()
-
+    step = student_step(_run(name, layout), STUDENT_BATCH, CASES[name].num_classes)
     benchmark.group = f"student step, {name}, batch {STUDENT_BATCH}"
     benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=2, iterations=1)
-    _record(benchmark, name, layout, STUDENT_BATCH)
+    record_images(benchmark, STUDENT_BATCH, pair=name, layout=layout, threads=torch.get_num_threads())

@@ -15,9 +15,8 @@ Run: ``pytest benchmarks/test_bench_steps.py --benchmark-only``.
 """
 
 import pytest
-import torch
-from conftest import DEVICE, sync
-from scales import SCALE, backend_params, build_run, kernels_for
+from conftest import DEVICE
+from scales import SCALE, backend_params, build_run, generator_step, kernels_for, record_images, student_step
 
 PARADIGMS = ["cae", "nayer", "fast"]
 ROUNDS = 30 if DEVICE == "cuda" else 5
@@ -28,48 +27,25 @@ def _warmup(backend: str) -> int:
     return {"eager": 2, "fused": 3}.get(backend, 4)
 
 
-def _record(benchmark, images: int, **info):
-    benchmark.extra_info.update(scale=SCALE.name, images=images, **info)
-    if benchmark.stats:  # None under --benchmark-disable
-        benchmark.extra_info["images_per_s"] = round(images / benchmark.stats.stats.median, 1)
-
-
 @pytest.mark.parametrize("backend", backend_params())
 @pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_generator_step(benchmark, paradigm, backend):
     with kernels_for(backend):
         run = build_run(paradigm, backend)
-        synth = run.synth
-        run._set_student_trainable(False)  # as during synthesis
-        generator, optimizer, after_backward = synth.step_parts()
-        generator.train()
-        generator.new_batch(synth.targets, synth.sources)
-        adv = run.cfg.adv_weight  # past warm-up: the student's forward is part of the step
-
-        def step():
-            run.steps.generator_step(generator, optimizer, synth.targets, synth.sources, adv, after_backward)
-            sync()
-
+        step = generator_step(run)  # past warm-up: the student's forward is part of the step
         benchmark.group = f"generator step {SCALE.name}"
         benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=_warmup(backend), iterations=1)
     assert run.effective_compile_mode == (run.steps.mode if run.steps.compiled else "eager")
-    _record(benchmark, SCALE.synth_batch, paradigm=paradigm, backend=backend, compile=run.effective_compile_mode)
+    record_images(benchmark, SCALE.synth_batch, scale=SCALE.name, paradigm=paradigm, backend=backend, compile=run.effective_compile_mode)
 
 
 @pytest.mark.parametrize("backend", backend_params())
 def test_student_step(benchmark, backend):
     with kernels_for(backend):
         run = build_run("cae", backend)
-        run._set_student_trainable(True)
-        images = torch.rand(SCALE.student_batch, *SCALE.image_shape, device=DEVICE)
-        labels = torch.randint(0, SCALE.num_classes, (SCALE.student_batch,), device=DEVICE)
-
-        def step():
-            run.steps.student_step(run.optimizer, images, labels)
-            sync()
-
+        step = student_step(run, SCALE.student_batch, SCALE.num_classes)
         benchmark.group = f"student step {SCALE.name}"
         benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=_warmup(backend), iterations=1)
     assert run.effective_compile_mode == (run.steps.mode if run.steps.compiled else "eager")
-    _record(benchmark, SCALE.student_batch, backend=backend, compile=run.effective_compile_mode,
+    record_images(benchmark, SCALE.student_batch, scale=SCALE.name, backend=backend, compile=run.effective_compile_mode,
             teacher=SCALE.teacher, student=SCALE.student)

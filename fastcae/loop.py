@@ -32,7 +32,8 @@ from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consisten
 from .paradigms import create_synthesizer
 from .plan import revise_student_steps
 from .pool import SyntheticPool
-from .steps import StepContext, Steps, accumulate, contrastive_parts, make_augment, resolve_channels_last
+from .steps import (StepContext, Steps, accumulate, contrastive_parts, make_augment, memory_format,
+                    resolve_channels_last)
 
 TERM_NAMES = {
     "bn": "BN-statistics loss (generator)",
@@ -93,11 +94,9 @@ class DistillRun:
         synth_cfg = cfg.replace(synth_batch_size=local_share(cfg.synth_batch_size, world, "synth_batch_size"))
         self.device = torch.device(device)
         self.image_shape = tuple(image_shape)
-        self.teacher = freeze(teacher.to(self.device))
-        self.student = student.to(self.device)
-        if cfg.channels_last:  # cuDNN's and oneDNN's fastest convolutions want NHWC (resolve_channels_last)
-            self.teacher.to(memory_format=torch.channels_last)
-            self.student.to(memory_format=torch.channels_last)
+        layout = memory_format(cfg)  # NHWC where cuDNN's and oneDNN's convolutions are fastest in it
+        self.teacher = freeze(teacher.to(self.device, memory_format=layout))
+        self.student = student.to(self.device, memory_format=layout)
         # flip=None: no flip while the warm-up synthesises, then the teacher decides (decide_flip)
         self.augment = make_augment(cfg, mean, std, self.image_shape, self.device)
         self.bn = BNStatsLoss(self.teacher, cfg.bn_momentum, cfg.bn_first_weight) if cfg.bn_weight > 0 else None
