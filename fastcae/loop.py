@@ -30,7 +30,7 @@ from .distributed import World, local_share, to_cpu
 from .evaluate import accuracy
 from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consistency
 from .paradigms import create_synthesizer
-from .plan import revise_student_steps
+from .plan import revise_student_steps, typical_synth_seconds
 from .pool import SyntheticPool
 from .steps import (StepContext, Steps, accumulate, contrastive_parts, make_augment, memory_format,
                     resolve_channels_last)
@@ -123,7 +123,7 @@ class DistillRun:
         self.health = HealthMonitor()
         self.revision: str | None = None  # why the plan was re-sized, reported once in the epoch's record
         self.cut: str | None = None  # the phase the budget cut short this epoch, reported in its record
-        self._synth_seconds = 0.0  # the current epoch's synthesis time (for the re-sizing)
+        self._synth_batches: list[tuple[float, bool]] = []  # (seconds, warm-up) per synthesis batch, for the re-sizing
         # the pace so far, for the deadline's look-ahead (0 until measured)
         self._batch_seconds = 0.0  # one synthesis batch
         self._step_seconds = 0.0  # one student step
@@ -186,6 +186,7 @@ class DistillRun:
                 totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
                 done += 1
                 self._batch_seconds = time.perf_counter() - t0  # the health terms above were read: synced
+                self._synth_batches.append((self._batch_seconds, warm))
                 # room for one more batch, then the student's first read (after the warm-up)
                 if done < n_batches and self.past(deadline, ahead=self.least_epoch_seconds(epoch)):
                     self.cut = "synthesis"  # a budget cut: the epoch's remaining batches are skipped
@@ -287,7 +288,9 @@ class DistillRun:
     def _revise_plan(self, epoch: int, step_seconds: float, done: int, deadline: float) -> None:
         revised = None
         if self.world.main:  # rank 0 re-sizes, every rank follows (the same step counts keep the all-reduces paired)
-            revised = revise_student_steps(self.cfg.plan, step_seconds, self._synth_seconds, done,
+            synth = typical_synth_seconds(self._synth_batches, self.cfg.synth_batches,
+                                          self.cfg.plan.get("costs") or {})
+            revised = revise_student_steps(self.cfg.plan, step_seconds, synth, done,
                                            deadline - time.perf_counter(), self.cfg.epochs - epoch - 1)
         revised = self.world.broadcast(revised)
         if revised is not None:
@@ -310,7 +313,6 @@ class DistillRun:
             self.synth.reset()
         record = {"epoch": epoch + 1, "phase": "warmup" if epoch < cfg.warmup_epochs else "distill"}
         g_terms = self.synthesize(epoch, deadline)
-        self._synth_seconds = time.perf_counter() - start
         health = {k: g_terms.pop(k) for k in ("agreement", "diversity") if k in g_terms}
         self._check_finite(g_terms, epoch + 1, "synthesis")
         record.update({f"g_{k}": v for k, v in g_terms.items()})

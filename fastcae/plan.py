@@ -41,6 +41,7 @@ from __future__ import annotations
 
 import copy
 import math
+import statistics
 import time
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -220,8 +221,9 @@ def bn_noise_level(teacher: nn.Module, image_shape, mean, std, device, batch: in
 def synthesis_defaults(cfg: DistillConfig, given: set[str], image_shape, device, teacher: nn.Module | None = None,
                        mean=None, std=None) -> dict:
     """Choices a planned run makes from what it can see (fields the user set are kept):
-    - ``generator_width``: 32 on a CPU or below 32 px (the generator's convolutions dominate a CPU step:
-      half the width halves its cost), NAYER's 64 otherwise;
+    - ``generator_width``: on a GPU NAYER's 64 at 32 px or more and 32 below; on a CPU 16 at 32 px or more
+      and 32 below (``cpu_generator_width``: there the generator's convolutions are a large share of a
+      synthesis step, and a 32 px budget run is short of images rather than of generator capacity);
     - ``flip``: None, decided after the warm-up by whether the teacher keeps its labels on mirrored images
       (a digits teacher does not; flipping its images teaches the student labels the teacher never meant);
     - ``bn_first_weight``: ``FIRST_BN_WEIGHT``, so the first BN layer (the images' contrast and colours) is
@@ -239,9 +241,22 @@ def synthesis_defaults(cfg: DistillConfig, given: set[str], image_shape, device,
         level = bn_noise_level(teacher, image_shape, mean, std, device, first_weight=first)
         out["bn_weight"] = round(cfg.bn_weight * BN_REFERENCE / max(level, 1e-6), 4)
     if "generator_width" not in given:
-        small = min(image_shape[1:]) < 32
-        out["generator_width"] = 32 if (torch.device(device).type == "cpu" or small) else 64
+        if torch.device(device).type == "cpu":
+            out["generator_width"] = cpu_generator_width(image_shape)
+        else:
+            out["generator_width"] = 32 if min(image_shape[1:]) < 32 else 64
     return out
+
+
+def cpu_generator_width(image_shape) -> int:
+    """The generator width a CPU run plans: 16 at 32 px or more, 32 below.
+
+    Why: on a CPU a synthesis step costs the generator's convolutions (pixels x width^2) plus the teacher's
+    forward and backward. At 32 px and width 32 the generator was 55 of MobileNetV3's 90 ms step; at width 16
+    the step took 30-40% less, so a budget run kept 1.5-2x the images, and the fidelity suite's four 32 px
+    cases gained at 60 s (MobileNetV3 +3.4 points). At 16 px the generator is already a quarter of
+    that cost: halving it there bought 30% more images and lost 0.1-0.5 points (README, Fidelity)."""
+    return 16 if min(image_shape[1:]) >= 32 else 32
 
 
 # ------------------------------------------------------------------------------------------ measurement
@@ -475,6 +490,23 @@ def revise_student_steps(plan: dict, step_seconds: float, synth_seconds: float, 
         revised["reasons"].append(f"CutMix {'on' if share else 'off'} from the next epoch: "
                                   f"{(s['epochs'] - s['warmup_epochs']) * steps} student steps in all")
     return revised
+
+
+def typical_synth_seconds(batch_seconds: list[tuple[float, bool]], batches: int, costs: dict) -> float:
+    """An epoch's synthesis time for the re-sizing: ``batches`` times the median of the run's synthesis batches
+    so far (``(seconds, warm_up)`` pairs), the warm-up's scaled by the measured cost ratio of an adversarial
+    step to a warm-up step (at least 1: the adversarial term adds a student pass, never removes work).
+
+    Why: the re-sizing sizes every later epoch from the first post-warm-up one, which has one or two
+    synthesis batches. On a machine with slow stretches, one such batch took 1.42 s against 0.97-1.0 s in the
+    same case's other seeds, and its run ended at 50 s of 60 with a quarter of its student steps cut. The
+    warm-up's dozen batches at the same batch size are a steadier measure of the same work."""
+    if not batch_seconds:
+        return 0.0
+    pairs = [(costs["generator_adv"][k], costs["generator_warm"][k]) for k in costs.get("generator_adv", {})
+             if k in costs.get("generator_warm", {})]
+    ratio = max(statistics.median(a / w for a, w in pairs), 1.0) if pairs else 1.0
+    return batches * statistics.median(t * ratio if warm else t for t, warm in batch_seconds)
 
 
 def _costs_dict(costs: StepCosts) -> dict:

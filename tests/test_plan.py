@@ -28,6 +28,7 @@ from fastcae.plan import (
     planned_lr,
     revise_student_steps,
     synthesis_defaults,
+    typical_synth_seconds,
 )
 from tests.helpers import tiny_classifier, trained_like_teacher
 
@@ -357,3 +358,25 @@ def test_the_re_sizing_times_steps_by_their_median_so_a_moment_of_other_work_doe
 def test_the_planned_student_lr_scales_with_the_square_root_of_the_batch():
     assert [planned_lr(b) for b in (512, 256, 128)] == pytest.approx([0.2, 0.2 / 2 ** 0.5, 0.1], abs=1e-6)
     assert planned_lr(SHORT_RUN_STUDENT_BATCH) == 0.05  # the short runs' rate, as measured
+
+
+def test_planned_generator_width_follows_the_device_and_image_size():
+    cfg = DistillConfig()
+    width = lambda shape, device: synthesis_defaults(cfg, set(), shape, device)["generator_width"]  # noqa: E731
+    assert width((3, 32, 32), "cpu") == 16 and width((1, 64, 48), "cpu") == 16
+    assert width((1, 16, 16), "cpu") == 32 and width((3, 28, 32), "cpu") == 32
+    assert width((3, 32, 32), "cuda") == 64 and width((1, 16, 16), "cuda") == 32
+    assert "generator_width" not in synthesis_defaults(cfg, {"generator_width"}, (3, 32, 32), "cpu")
+
+
+def test_one_slow_synthesis_batch_does_not_size_the_run():
+    costs = {"generator_warm": {"64": 0.10}, "generator_adv": {"64": 0.12}, "student": {"128": 0.05}}
+    warm_up = [(1.0, True)] * 9 + [(1.1, True)]
+    # the first post-warm-up batch fell in a slow stretch: the warm-up's batches, scaled by 1.2, decide
+    assert typical_synth_seconds(warm_up + [(1.7, False)], 2, costs) == pytest.approx(2 * 1.2)
+    # a noisy measurement that puts the adversarial step below the warm-up one scales by 1, never less
+    noisy = dict(costs, generator_adv={"64": 0.09})
+    assert typical_synth_seconds(warm_up + [(1.7, False)], 1, noisy) == pytest.approx(1.0)
+    # without a warm-up in this process (a resumed run) the epoch's own batches are all there is
+    assert typical_synth_seconds([(1.5, False)], 1, costs) == pytest.approx(1.5)
+    assert typical_synth_seconds([], 1, costs) == 0.0
