@@ -253,9 +253,9 @@ def cpu_generator_width(image_shape) -> int:
 
     Why: on a CPU a synthesis step costs the generator's convolutions (pixels x width^2) plus the teacher's
     forward and backward. At 32 px and width 32 the generator was 55 of MobileNetV3's 90 ms step; at width 16
-    the step took 30-40% less, so a budget run kept 1.5-2x the images, and the fidelity suite's four 32 px
-    cases gained at 60 s (MobileNetV3 +3.4 points). At 16 px the generator is already a quarter of
-    that cost: halving it there bought 30% more images and lost 0.1-0.5 points (README, Fidelity)."""
+    the step took 25-31% less, a 60 s run kept 1.5-1.9x the images, and the fidelity suite's four 32 px
+    cases gained at 60 s (MobileNetV3 +3.4 points) and held at 240 s. The 16 px runs, which at width 32
+    already kept 2.5x the images of the 32 px ones, lost 0.1-0.5 points at width 16 (README, Fidelity)."""
     return 16 if min(image_shape[1:]) >= 32 else 32
 
 
