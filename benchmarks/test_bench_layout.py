@@ -29,6 +29,7 @@ def _run(name: str, layout: str) -> DistillRun:
     torch.manual_seed(0)
     case = CASES[name]
     shape = (case.channels, case.data.size, case.data.size)
+    # width 32, as layout-cpu-2026-12-05.json was measured (a CPU plan has taken 16 at 32 px since 35b7740)
     cfg = make_config(synth_batch_size=SYNTH_BATCH, student_batch_size=STUDENT_BATCH, generator_width=32,
                       device=DEVICE, progress=False, flip=False, compile=False, precision="fp32",
                       channels_last=LAYOUTS[layout], pool_capacity=4 * SYNTH_BATCH)

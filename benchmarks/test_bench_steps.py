@@ -36,7 +36,8 @@ def test_generator_step(benchmark, paradigm, backend):
         benchmark.group = f"generator step {SCALE.name}"
         benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=_warmup(backend), iterations=1)
     assert run.effective_compile_mode == (run.steps.mode if run.steps.compiled else "eager")
-    record_images(benchmark, SCALE.synth_batch, scale=SCALE.name, paradigm=paradigm, backend=backend, compile=run.effective_compile_mode)
+    record_images(benchmark, SCALE.synth_batch, scale=SCALE.name, paradigm=paradigm, backend=backend,
+                  compile=run.effective_compile_mode)
 
 
 @pytest.mark.parametrize("backend", backend_params())
@@ -47,5 +48,5 @@ def test_student_step(benchmark, backend):
         benchmark.group = f"student step {SCALE.name}"
         benchmark.pedantic(step, rounds=ROUNDS, warmup_rounds=_warmup(backend), iterations=1)
     assert run.effective_compile_mode == (run.steps.mode if run.steps.compiled else "eager")
-    record_images(benchmark, SCALE.student_batch, scale=SCALE.name, backend=backend, compile=run.effective_compile_mode,
-            teacher=SCALE.teacher, student=SCALE.student)
+    record_images(benchmark, SCALE.student_batch, scale=SCALE.name, backend=backend,
+                  compile=run.effective_compile_mode, teacher=SCALE.teacher, student=SCALE.student)
