@@ -129,7 +129,12 @@ def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, 
 
 def parse_options(items: list[str]) -> dict:
     """``--set KEY=VALUE`` items -> distill options (numbers, lists, dicts and booleans as JSON)."""
-    return {k: json.loads(v) if v[:1] in "0123456789-[{tf" else v for k, _, v in (i.partition("=") for i in items)}
+    def value(text: str):
+        try:
+            return json.loads(text)
+        except json.JSONDecodeError:  # a bare word: paradigm=fast, text_encoder=hash
+            return text
+    return {k: value(v) for k, _, v in (i.partition("=") for i in items)}
 
 
 def machine() -> dict:
