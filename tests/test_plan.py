@@ -9,6 +9,7 @@ from fastcae import distill
 from fastcae.config import DistillConfig, PARADIGMS
 from fastcae.plan import (
     BN_REFERENCE,
+    CPU_LR_G,
     CUTMIX_MIN_STEPS,
     FIRST_BN_WEIGHT,
     MAX_EPOCH_STEPS,
@@ -367,6 +368,15 @@ def test_planned_generator_width_follows_the_device_and_image_size():
     assert width((1, 16, 16), "cpu") == 32 and width((3, 28, 32), "cpu") == 32
     assert width((3, 32, 32), "cuda") == 64 and width((1, 16, 16), "cuda") == 32
     assert "generator_width" not in synthesis_defaults(cfg, {"generator_width"}, (3, 32, 32), "cpu")
+
+
+def test_planned_generator_lr_follows_the_device_and_a_users_choice_stays():
+    cfg = DistillConfig()
+    assert synthesis_defaults(cfg, set(), (1, 32, 32), "cpu")["lr_g"] == CPU_LR_G != cfg.lr_g
+    assert "lr_g" not in synthesis_defaults(cfg, set(), (1, 32, 32), "cuda")  # NAYER's, unmeasured there
+    assert "lr_g" not in synthesis_defaults(cfg, {"lr_g"}, (1, 32, 32), "cpu")
+    for paradigm in ("nayer", "fast"):  # both lost points at 0.01: they keep NAYER's
+        assert "lr_g" not in synthesis_defaults(cfg.replace(paradigm=paradigm), set(), (1, 32, 32), "cpu")
 
 
 def test_one_slow_synthesis_batch_does_not_size_the_run():
