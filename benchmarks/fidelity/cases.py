@@ -201,3 +201,12 @@ CASES: dict[str, Case] = {c.name: c for c in (
     Case("resnet8-turned20", DataSpec("turned20-grey32", 32, quarter_turn_classes=True), ResNet8, depthwise_student,
          notes="ResNet-8, 20 classes (digits upright and turned), grey 32x32, depthwise-separable student"),
 )}
+
+# Run only to check a default after it was chosen on CASES, never to choose one: an image size (48 px), a
+# teacher/student pairing and a colour-and-20-class mix that no default was measured on.
+HOLDOUT_CASES: dict[str, Case] = {c.name: c for c in (
+    Case("holdout-vgg-colour-turned48", DataSpec("colour-turned48", 48, colour=True, quarter_turn_classes=True),
+         vgg_bn, depthwise_student,
+         notes="hold-out: VGG-style CNN, 20 classes of coloured upright and turned digits 48x48, depthwise student"),
+)}
+ALL_CASES: dict[str, Case] = {**CASES, **HOLDOUT_CASES}
