@@ -185,8 +185,8 @@ def main(argv=None) -> int:
     for name in args.cases:
         for budget in args.budgets:
             for i, seed in enumerate(args.seeds):
-                record = run_case(ALL_CASES[name], budget, seed, args.recipe, baseline=(i == 0 and not args.no_baseline), progress=args.progress,
-                                  options=options)
+                record = run_case(ALL_CASES[name], budget, seed, args.recipe,
+                                  baseline=(i == 0 and not args.no_baseline), progress=args.progress, options=options)
                 doc["runs"].append(record)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(doc, indent=1, default=str))
