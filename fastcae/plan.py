@@ -248,12 +248,13 @@ def synthesis_defaults(cfg: DistillConfig, given: set[str], image_shape, device,
         first = out.get("bn_first_weight", cfg.bn_first_weight)
         level = bn_noise_level(teacher, image_shape, mean, std, device, first_weight=first)
         out["bn_weight"] = round(cfg.bn_weight * BN_REFERENCE / max(level, 1e-6), 4)
+    on_cpu = torch.device(device).type == "cpu"
     if "generator_width" not in given:
-        if torch.device(device).type == "cpu":
+        if on_cpu:
             out["generator_width"] = cpu_generator_width(image_shape)
         else:
             out["generator_width"] = 32 if min(image_shape[1:]) < 32 else 64
-    if "lr_g" not in given and cfg.paradigm == "cae" and torch.device(device).type == "cpu":
+    if "lr_g" not in given and cfg.paradigm == "cae" and on_cpu:
         out["lr_g"] = CPU_LR_G
     return out
 

@@ -1,10 +1,6 @@
 """The fidelity suite's ``--set KEY=VALUE`` parser: JSON where the value is JSON, the bare word otherwise
 (a paradigm named "fast" once failed as malformed JSON because it starts with an "f")."""
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).parents[1]))
-from benchmarks.fidelity.run import parse_options  # noqa: E402
+from benchmarks.fidelity.run import parse_options
 
 
 def test_values_parse_as_json_or_stay_words():
