@@ -157,7 +157,7 @@ def deploy_section(benches: list[dict]) -> list[str]:
     cells = [(form, batch) for form in ("eager", "compiled", "exported") for batch in (1, 64)]
     rows = []
     for (pair, role), v in sorted(info.items(), key=lambda kv: (kv[0][0], kv[0][1] != "teacher")):
-        sizes = f"{v['state'] / 1e6:.1f} / {v['pt2'] / 1e6:.1f}"
+        sizes = f"{v['state'] / 1e6:.1f} / " + (f"{v['pt2'] / 1e6:.1f}" if v["pt2"] else "n/a")  # no package
         row = [pair, f"{role}: {v['model']}", f"{v['params'] / 1e6:.2f} M", sizes]
         row += [f"{v[c]:.2f}" if c in v else "n/a" for c in cells]
         teacher = info.get((pair, "teacher"), {})
