@@ -111,6 +111,9 @@ def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, 
         "case": case.name, "budget": budget, "seed": seed, "recipe": recipe, "options": options or {},
         "teacher": teacher_acc, "student": student_acc, "distill_seconds": seconds, "student_steps": steps,
         "epochs_run": len(result.history), "teacher_train_seconds": teacher_seconds,
+        # how the steps ran, and when each epoch ended: on a GPU the first epoch holds the compiles
+        "compile_mode": getattr(result, "compile_mode", None),
+        "epoch_end_seconds": [round(h["seconds"], 1) for h in result.history if "seconds" in h],
         "plan": getattr(result, "plan", None), "last": result.history[-1] if result.history else None,
         "flip": next(({"flip": h["flip"], "consistency": h["flip_consistency"]} for h in result.history
                       if "flip" in h), None),
