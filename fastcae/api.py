@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from . import cpu_memory, distributed, ops
+from . import distributed, ops
 from .bn_stats import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .datasets import DATASETS
@@ -224,10 +224,7 @@ def distill(
                   f"own generator and takes 1/{world.size} of every global batch")
     # recorded: the run's real precision and memory format
     cfg = cfg.replace(precision=resolve_precision(cfg.precision, device),
-                      channels_last=resolve_channels_last(cfg.channels_last, device),
-                      keep_cpu_memory=device.type == "cpu" if cfg.keep_cpu_memory is None else cfg.keep_cpu_memory)
-    if cfg.keep_cpu_memory:
-        cpu_memory.keep_freed_memory()  # before the step costs are measured: the run's allocator is what they time
+                      channels_last=resolve_channels_last(cfg.channels_last, device))
     image_shape = _check_image_shape(image_shape)
     mean = _check_norm("mean", mean, image_shape[0])
     std = _check_norm("std", std, image_shape[0])

@@ -157,9 +157,6 @@ class DistillConfig:
     # want it. None = auto: on CUDA, and on a CPU whose torch has oneDNN (measured there on 2 cores: steps 1.1-3.5x
     # faster, fastcae.steps.resolve_channels_last)
     channels_last: bool | None = None
-    # on a CPU, keep freed memory in the process for the next step instead of returning it to the system
-    # (glibc's mmap and trim thresholds, process-wide; fastcae.cpu_memory). None = auto: on a CPU
-    keep_cpu_memory: bool | None = None
 
     def __post_init__(self):
         # tuples survive a JSON round trip as lists; normalise so equal configs compare equal
