@@ -55,12 +55,14 @@ def _network(pair: str, role: str, tmp_dir):
         mean, std = (0.5,) * shape[0], (0.25,) * shape[0]
         buffer = io.BytesIO()
         torch.save(model.state_dict(), buffer)
-        path, unusable = tmp_dir / f"{pair}-{role}.pt2", None
+        path, unusable, runner = tmp_dir / f"{pair}-{role}.pt2", None, _runner()
         try:
-            export_student(model, StudentCard(name, classes, shape, mean, std), path, device=DEVICE, runner=_runner())
+            export_student(model, StudentCard(name, classes, shape, mean, std), path, device=DEVICE, runner=runner)
         except ExportError as err:
             unusable = f"the export failed: {str(err).split('. ')[0]}"
-        if unusable is None and DEVICE == "cuda":  # Python's CUDA loader can crash its process (torch 2.11)
+        # Python's CUDA loader can crash its process (torch 2.11): where the runner checked the package, try the
+        # loader in a child before this process uses it (without a runner the export's check already did)
+        if unusable is None and runner is not None:
             try:
                 _load_in_child(str(path), torch.rand(CHECK_BATCH, *shape, device=DEVICE), timeout=300)
             except ExportError as err:
