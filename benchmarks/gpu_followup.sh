@@ -28,7 +28,8 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv > "$OUT/gpu
 part versions 10 $PY benchmarks/gpu_check.py versions "$LOG"
 
 (cmake -S . -B /tmp/native-build -DPython3_EXECUTABLE="$(command -v $PY)" > "$OUT/native.txt" 2>&1 && \
- cmake --build /tmp/native-build -j 4 >> "$OUT/native.txt" 2>&1; echo "build rc=$? at ${SECONDS}s" >> "$OUT/native.txt") &
+ cmake --build /tmp/native-build -j 4 >> "$OUT/native.txt" 2>&1
+ echo "build rc=$? at ${SECONDS}s" >> "$OUT/native.txt") &
 build_pid=$!
 
 fidelity() {  # ARM CAP [--set K=V]
@@ -45,7 +46,8 @@ part distributed 90 $PY -m pytest benchmarks/test_bench_distributed.py --benchma
 
 wait $build_pid
 part deploy 120 env FASTCAE_RUNNER=/tmp/native-build/fastcae-run $PY -m pytest benchmarks/test_bench_deploy.py \
-  --benchmark-only -q -p no:cacheprovider -k digits -rs --benchmark-json "$OUT/deploy.json" >> "$OUT/distributed.txt" 2>&1
+  --benchmark-only -q -p no:cacheprovider -k digits -rs --benchmark-json "$OUT/deploy.json" \
+  >> "$OUT/distributed.txt" 2>&1
 
 { $PY -m benchmarks.fidelity.run --table "$OUT/fidelity.json"
   for f in distributed deploy; do [ -s "$OUT/$f.json" ] && $PY benchmarks/summarize.py "$OUT/$f.json"; done
