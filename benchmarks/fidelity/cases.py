@@ -209,4 +209,10 @@ HOLDOUT_CASES: dict[str, Case] = {c.name: c for c in (
          vgg_bn, depthwise_student,
          notes="hold-out: VGG-style CNN, 20 classes of coloured upright and turned digits 48x48, depthwise student"),
 )}
-ALL_CASES: dict[str, Case] = {**CASES, **HOLDOUT_CASES}
+# Run only when named, to measure a choice at an image size CASES does not cover (48 px) before it is checked
+# on the hold-out: a different teacher, student and data from the hold-out's, so that case stays unseen.
+PROBE_CASES: dict[str, Case] = {c.name: c for c in (
+    Case("probe-resnet8-grey48", DataSpec("grey48", 48), ResNet8, plain_cnn,
+         notes="probe: ResNet-8, grey digits 48x48, plain CNN student"),
+)}
+ALL_CASES: dict[str, Case] = {**CASES, **HOLDOUT_CASES, **PROBE_CASES}
