@@ -167,7 +167,7 @@ def table(records: list[dict]) -> str:
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--cases", nargs="*", default=list(CASES), choices=list(ALL_CASES),
-                   help="default: the suite (cases.CASES); the hold-out cases run only when named")
+                   help="default: the suite (cases.CASES); the hold-out and probe cases run only when named")
     p.add_argument("--budgets", nargs="*", type=float, default=[60.0, 240.0])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--recipe", default="default", choices=list(RECIPES))
