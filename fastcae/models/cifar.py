@@ -93,6 +93,81 @@ def resnet34(num_classes: int = 10, in_chans: int = 3, **kwargs) -> ResNet:
     return ResNet([3, 4, 6, 3], num_classes=num_classes, in_chans=in_chans, **kwargs)
 
 
+# ------------------------------------------------------------------------- ResNet-20/32/44/56 (6n + 2)
+_C100 = DATASETS["cifar100"]
+CIFAR100_CFG = {"input_size": _C100.image_shape, "mean": _C100.mean, "std": _C100.std}
+
+
+class CifarBasicBlock(nn.Module):
+    """He et al.'s CIFAR block as the public checkpoints store it: conv3x3-BN-ReLU-conv3x3-BN plus the
+    shortcut, then ReLU; where the shape changes the shortcut is ``downsample`` (1x1 conv, stride 2, BN)."""
+
+    def __init__(self, cin: int, cout: int, stride: int = 1):
+        super().__init__()
+        self.conv1 = _conv3x3(cin, cout, stride)
+        self.bn1 = nn.BatchNorm2d(cout)
+        self.conv2 = _conv3x3(cout, cout)
+        self.bn2 = nn.BatchNorm2d(cout)
+        self.downsample: nn.Module | None = None
+        if stride != 1 or cin != cout:
+            self.downsample = nn.Sequential(nn.Conv2d(cin, cout, 1, stride=stride, bias=False), nn.BatchNorm2d(cout))
+
+    def forward(self, x: Tensor) -> Tensor:
+        out = F.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return F.relu(out + (x if self.downsample is None else self.downsample(x)))
+
+
+class CifarResNet(ZooClassifier):
+    """The CIFAR ResNet of depth 6n + 2 (He et al. 2016, section 4.2): a 16-channel 3x3 stem, three stages of
+    n blocks at 16, 32 and 64 channels (strides 1, 2, 2), global average pool, ``fc``. Parameter names match
+    the publicly trained checkpoints (chenyaofo/pytorch-cifar-models, torch.hub), so they load strictly."""
+
+    def __init__(self, depth: int, num_classes: int = 10, in_chans: int = 3):
+        super().__init__()
+        if (depth - 2) % 6 or depth < 8:
+            raise ValueError(f"a CIFAR ResNet's depth is 6n + 2 with n >= 1 (8, 14, 20, 32, 44, 56, ...), got {depth}")
+        n = (depth - 2) // 6
+        self.conv1 = _conv3x3(in_chans, 16)
+        self.bn1 = nn.BatchNorm2d(16)
+        cin, stages = 16, []
+        for width, stride in ((16, 1), (32, 2), (64, 2)):
+            stages.append(nn.Sequential(*[CifarBasicBlock(cin if j == 0 else width, width, stride if j == 0 else 1)
+                                          for j in range(n)]))
+            cin = width
+        self.layer1, self.layer2, self.layer3 = stages
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.num_features = cin
+        self.fc = nn.Linear(cin, num_classes)
+        self.init_weights()
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        x = F.relu(self.bn1(self.conv1(x)))
+        return self.pool(self.layer3(self.layer2(self.layer1(x)))).flatten(1)
+
+    def forward_head(self, f: Tensor) -> Tensor:
+        return self.fc(f)
+
+
+def _cifar_resnet(depth: int, default_classes: int, cfg: dict):
+    """``resnet{depth}`` (any class count, CIFAR-10's input) and the torch.hub names of the public checkpoints,
+    ``cifar10_resnet{depth}`` and ``cifar100_resnet{depth}`` (their class count and normalisation)."""
+
+    def build(num_classes: int = default_classes, in_chans: int = 3, **kwargs) -> CifarResNet:
+        return CifarResNet(depth, num_classes=num_classes, in_chans=in_chans, **kwargs)
+
+    return build, cfg
+
+
+for _depth in (20, 32, 44, 56):
+    for _name, _classes, _cfg in ((f"resnet{_depth}", 10, CIFAR_CFG), (f"cifar10_resnet{_depth}", 10, CIFAR_CFG),
+                                  (f"cifar100_resnet{_depth}", 100, CIFAR100_CFG)):
+        _fn, _c = _cifar_resnet(_depth, _classes, _cfg)
+        _fn.__name__ = _fn.__qualname__ = _name
+        _fn.__doc__ = f"CIFAR ResNet-{_depth} ({_classes} classes by default), 1x1-conv shortcuts: {_name}."
+        register_model(_fn, default_cfg={**_c, "num_classes": _classes})
+
+
 # ---------------------------------------------------------------------------------------- Wide ResNet
 
 
