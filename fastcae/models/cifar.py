@@ -16,9 +16,10 @@ from .features import ZooClassifier
 from .registry import register_model
 
 # The input the CIFAR zoo expects by default: CIFAR-10's, normalised as ``fastcae.datasets.DATASETS`` says (the
-# one home of the dataset statistics). A network trained on CIFAR-100 expects DATASETS["cifar100"] instead.
+# one home of the dataset statistics). A network trained on CIFAR-100 expects DATASETS["cifar100"] instead. The
+# "dataset" key names that entry, so a consumer of ``model.pretrained_cfg`` finds the class names there too.
 _C10 = DATASETS["cifar10"]
-CIFAR_CFG = {"input_size": _C10.image_shape, "mean": _C10.mean, "std": _C10.std}
+CIFAR_CFG = {"input_size": _C10.image_shape, "mean": _C10.mean, "std": _C10.std, "dataset": _C10.name}
 
 
 def _conv3x3(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
@@ -95,7 +96,7 @@ def resnet34(num_classes: int = 10, in_chans: int = 3, **kwargs) -> ResNet:
 
 # ------------------------------------------------------------------------- ResNet-20/32/44/56 (6n + 2)
 _C100 = DATASETS["cifar100"]
-CIFAR100_CFG = {"input_size": _C100.image_shape, "mean": _C100.mean, "std": _C100.std}
+CIFAR100_CFG = {"input_size": _C100.image_shape, "mean": _C100.mean, "std": _C100.std, "dataset": _C100.name}
 
 
 class CifarBasicBlock(nn.Module):

@@ -38,12 +38,12 @@ def test_registry_lists_the_zoo():
     assert list_models("nothing*") == []
 
 
-def test_unknown_name_lists_known_names():
-    with pytest.raises(ValueError, match="unknown model 'resnet1000'") as info:
+def test_unknown_name_lists_close_names_only():
+    with pytest.raises(ValueError, match="unknown model 'resnet1000'; closest known models: resnet") as info:
         create_model("resnet1000")
-    assert ", ".join(ALL) in str(info.value)
-    with pytest.raises(ValueError, match="known models"):
-        model_default_cfg("resnet1000")
+    assert "digits_teacher" not in str(info.value) and f"({len(ALL)} known models in all)" in str(info.value)
+    with pytest.raises(ValueError, match="no known models are close"):
+        model_default_cfg("zzzz")
 
 
 def test_default_cfg_is_a_copy():
@@ -63,6 +63,24 @@ def test_cifar_zoo_expects_the_normalisation_of_the_cifar10_presets():
     for name in ("resnet18", "resnet34", "vgg11_bn", "wrn16_1", "wrn16_2", "wrn40_1", "wrn40_2"):
         cfg = model_default_cfg(name)
         assert (cfg["input_size"], cfg["mean"], cfg["std"]) == (c10.image_shape, c10.mean, c10.std)
+
+
+def test_cifar_cfgs_name_their_dataset_and_models_carry_their_cfg():
+    """``model.pretrained_cfg`` says what the model expects as built: the CIFAR-10/100 entry of
+    fastcae.datasets.DATASETS while the head fits its classes, and never statistics of another channel count."""
+    from fastcae.datasets import DATASETS
+
+    assert model_default_cfg("wrn40_2")["dataset"] == "cifar10"
+    assert model_default_cfg("cifar100_resnet56")["dataset"] == "cifar100"
+    for name in ALL:
+        cfg = create_model(name).pretrained_cfg
+        assert cfg == {**model_default_cfg(name), "architecture": name, "num_classes": cfg["num_classes"]}
+        if "dataset" in cfg:
+            assert DATASETS[cfg["dataset"]].num_classes == cfg["num_classes"]
+    assert "dataset" not in create_model("wrn40_2", num_classes=100).pretrained_cfg
+    assert create_model("cifar10_resnet20", num_classes=100).pretrained_cfg["num_classes"] == 100
+    gray = create_model("resnet20", in_chans=1).pretrained_cfg
+    assert gray["input_size"] == (1, 32, 32) and "mean" not in gray and "dataset" not in gray
 
 
 def test_register_model_bare_and_with_cfg():
