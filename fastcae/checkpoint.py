@@ -154,72 +154,16 @@ def set_rng_state(state: dict, device=None) -> None:
 
 
 # ---------------------------------------------------------------------------------- a user's model weights
-def _safe_model_classes() -> dict[str, type]:
-    """``"module.QualName" -> class`` of fastcae's zoo models and torch.nn's layers: the only classes fastcae
-    lets ``torch.load`` rebuild from a pickled whole model (rebuilding one runs no code beyond setting state)."""
-    from . import models
-    from .models import cifar, features, small
-
-    classes = {}
-    candidates = [obj for mod in (cifar, small, features, models) for obj in vars(mod).values()]
-    candidates += [getattr(torch.nn, name) for name in dir(torch.nn)]
-    for obj in candidates:
-        if isinstance(obj, type) and issubclass(obj, torch.nn.Module) and (
-            obj.__module__.startswith("fastcae.models.") or obj.__module__.startswith("torch.nn.modules.")
-        ):
-            classes[f"{obj.__module__}.{obj.__qualname__}"] = obj
-    return classes
-
-
-def _load_pickled_model(path: Path, first_error: Exception):
-    """A whole model saved with ``torch.save(model)``: rebuilt only if every class it names is a fastcae zoo
-    model or a torch.nn layer; anything else is refused without unpickling it."""
-    resave = ("fastcae will not unpickle code from a checkpoint; where that model's code is trusted, re-save "
-              "its weights with torch.save(model.state_dict(), 'teacher.pt') and pass that file")
-    try:
-        needed = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
-    except Exception:  # noqa: BLE001 (not a torch zip file at all)
-        raise ValueError(f"{path} cannot be read as a weights-only checkpoint ({first_error}); save the model's "
-                         f"state_dict() rather than the whole pickled model") from first_error
-    allowed = _safe_model_classes()
-    refused = sorted(name for name in needed if name not in allowed)
-    if refused:
-        raise ValueError(f"{path} holds a pickled object that needs {', '.join(refused)}: {resave}") from first_error
-    with torch.serialization.safe_globals([allowed[name] for name in needed]):
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    if not isinstance(obj, torch.nn.Module):
-        raise ValueError(f"{path} holds a {type(obj).__name__}, not a state dict or a model")
-    return obj.state_dict()
-
-
 def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load a state dict (``.pt``/``.pth`` via ``weights_only=True``, or ``.safetensors``) into ``model``.
+    """Load a state dict (``.pt``/``.pth`` via ``weights_only=True``, or ``.safetensors``) into ``model``, strictly.
 
-    Accepts a bare state dict or one nested under "state_dict", "model" or "student", or a whole fastcae zoo
-    model saved with ``torch.save(model)`` (rebuilt from an allow-list of classes); never unpickles code.
+    Accepts a bare state dict or one nested under "state_dict", "model_state_dict", "model", "net" or "student",
+    keys prefixed by DataParallel or torch.compile, or a whole fastcae zoo model saved with ``torch.save(model)``
+    (rebuilt from an allow-list of classes); never unpickles code. Weights that do not fit raise one
+    ``ValueError`` naming the missing and unexpected keys, the shape mismatches and the closest zoo model; a
+    file that holds no state dict says what it holds. The work is ``fastcae.models.weights`` (beside the zoo,
+    so that ``fastcae.models.resolve_model(spec, weights=...)`` shares it without importing upwards).
     """
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"no checkpoint at {path}")
-    if path.suffix == ".safetensors":
-        from safetensors.torch import load_file
+    from .models.weights import load_weights as load
 
-        state = load_file(str(path))
-    else:
-        try:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
-            state = _load_pickled_model(path, err)
-        if isinstance(state, torch.nn.Module):  # a zoo model nested in a dict, or allow-listed by the caller
-            state = state.state_dict()
-    for key in ("state_dict", "model", "student"):
-        if isinstance(state, dict) and isinstance(state.get(key), dict):
-            state = state[key]
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, not a state dict")
-    state = {k.removeprefix("module."): v for k, v in state.items()}  # DataParallel checkpoints
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as err:
-        raise ValueError(f"the weights in {path} do not fit the {type(model).__name__} architecture: {err}") from err
-    return model
+    return load(model, path)
