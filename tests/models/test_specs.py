@@ -98,7 +98,8 @@ def test_timm_spec_with_a_fake_timm(monkeypatch):
         calls.append((name, pretrained, num_classes, in_chans))
         if name != "tiny":
             raise RuntimeError(f"Unknown model ({name})")
-        model = nn.Sequential(nn.Conv2d(in_chans, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))
+        model = nn.Sequential(nn.Conv2d(in_chans, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                              nn.Linear(4, num_classes))
         model.pretrained_cfg = {"architecture": "tiny", "input_size": (3, 160, 160), "num_classes": 1000}
         return model
 
