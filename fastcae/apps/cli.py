@@ -43,14 +43,22 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
     """The flags of ``fastcae distill`` (shared with ``fastcae profile``)."""
     p.add_argument("--teacher", default=None, help="teacher weights (.pt/.pth state dict or .safetensors)")
     p.add_argument("--teacher-model", default=None,
-                   help="teacher architecture (fastcae.models.list_models()); default: the pair preset's")
-    p.add_argument("--student-model", default=None, help="student architecture; default: the pair preset's")
+                   help="teacher architecture: a zoo name (fastcae.models.list_models()), torchvision:NAME, "
+                        "timm:NAME or hub:OWNER/REPO:ENTRY (local hub cache only; docs/models.md); default: the "
+                        "pair preset's")
+    p.add_argument("--student-model", default=None,
+                   help="student architecture, a spec as for --teacher-model; default: the pair preset's")
     p.add_argument("--student-init", default=None, help="optional initial student weights")
-    p.add_argument("--num-classes", type=int, default=None)
-    p.add_argument("--class-names", default=None, help="comma-separated names, or a file with one per line")
-    p.add_argument("--image-shape", default=None, help="C,H,W (default: the pair preset's, else 3,32,32)")
-    p.add_argument("--mean", default=None, help="per-channel mean (default: the pair preset's, else CIFAR-10's)")
-    p.add_argument("--std", default=None, help="per-channel std (default: the pair preset's, else CIFAR-10's)")
+    p.add_argument("--num-classes", type=int, default=None,
+                   help="default: from --class-names, the pair preset, else the teacher's config")
+    p.add_argument("--class-names", default=None, help="comma-separated names, or a file with one per line "
+                                                       "(default: the pair preset's, else the teacher's dataset's)")
+    p.add_argument("--image-shape", default=None,
+                   help="C,H,W (default: the pair preset's, else the teacher's config's, else 3,32,32)")
+    p.add_argument("--mean", default=None,
+                   help="per-channel mean (default: the pair preset's, else the teacher's config's, else CIFAR-10's)")
+    p.add_argument("--std", default=None,
+                   help="per-channel std (default: the pair preset's, else the teacher's config's, else CIFAR-10's)")
     p.add_argument("--preset", default=None, choices=list_presets(),
                    help="a config-only preset or a teacher-student pair (see fastcae presets)")
     p.add_argument("--list-presets", action="store_true", help="print the presets and their accuracies, then exit")
@@ -199,9 +207,31 @@ def _cmd_export(args) -> int:
     return 0
 
 
+def _from_teacher_cfg(teacher, num_classes, class_names, shape, mean, std):
+    """Fill what the user left out from the teacher's ``pretrained_cfg``: class count, class names (its
+    dataset's in ``fastcae.datasets.DATASETS``, or timm's ``label_names``), image shape and mean/std. A name
+    list or statistics that do not fit the run (another class count, another channel count) are not taken."""
+    cfg = getattr(teacher, "pretrained_cfg", None) or {}
+    if num_classes is None and class_names is None:
+        num_classes = cfg.get("num_classes")
+    if class_names is None:
+        dataset = DATASETS.get(cfg.get("dataset"))
+        names = dataset.class_names if dataset else cfg.get("label_names")
+        if names and len(names) == num_classes:
+            class_names = list(names)
+    if shape is None and cfg.get("input_size"):
+        shape = tuple(int(v) for v in cfg["input_size"])
+    channels = shape[0] if shape else 3
+    if mean is None and len(cfg.get("mean") or ()) == channels:
+        mean = tuple(cfg["mean"])
+    if std is None and len(cfg.get("std") or ()) == channels:
+        std = tuple(cfg["std"])
+    return num_classes, class_names, shape, mean, std
+
+
 def _cmd_distill(args) -> int:
     from ..api import distill
-    from ..models import create_model
+    from ..models import resolve_model
 
     if args.list_presets:
         print(format_presets_table())
@@ -223,21 +253,27 @@ def _cmd_distill(args) -> int:
     if teacher_model is None or student_model is None:
         raise ValueError("give --teacher-model and --student-model, or a pair --preset (see fastcae presets)")
     shape = tuple(int(v) for v in args.image_shape.split(",")) if args.image_shape else (
-        pair.image_shape if pair else (3, 32, 32))
+        pair.image_shape if pair else None)
     class_names = _class_names(args.class_names)
     if class_names is None and pair is not None and args.num_classes in (None, pair.num_classes):
         class_names = pair.prompt_names
     num_classes = args.num_classes or (len(class_names) if class_names else None)
+    # left out, the class count and input channels are the teacher's own (its constructor's defaults)
+    teacher = resolve_model(teacher_model, num_classes=num_classes, weights=args.teacher,
+                            **({"in_chans": shape[0]} if shape else {}))
+    mean, std = (_floats(args.mean) if args.mean else None), (_floats(args.std) if args.std else None)
+    if pair is None:  # what the user left out, the teacher's config says (a pair preset says it otherwise)
+        num_classes, class_names, shape, mean, std = _from_teacher_cfg(teacher, num_classes, class_names, shape,
+                                                                       mean, std)
+    shape = shape or (3, 32, 32)
     if num_classes is None:
         raise SystemExit("give --num-classes or --class-names")
-    teacher = load_weights(create_model(teacher_model, num_classes=num_classes, in_chans=shape[0]), args.teacher)
     torch.manual_seed(int(options.get("seed", DistillConfig.seed)))  # the student's initial weights follow the seed
-    student = create_model(student_model, num_classes=num_classes, in_chans=shape[0])
+    student = resolve_model(student_model, num_classes=num_classes, in_chans=shape[0])
     if args.student_init:
         load_weights(student, args.student_init)
     out = Path(args.out)
-    result = distill(teacher, student, class_names, num_classes=num_classes, image_shape=shape,
-                     mean=_floats(args.mean) if args.mean else None, std=_floats(args.std) if args.std else None,
+    result = distill(teacher, student, class_names, num_classes=num_classes, image_shape=shape, mean=mean, std=std,
                      preset=args.preset, checkpoint_dir=out / "checkpoints", progress=not args.no_progress,
                      profile=args.profile,
                      **options)

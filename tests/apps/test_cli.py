@@ -1,11 +1,19 @@
 """The CLI: `fastcae distill` from a checkpoint and model names; clear errors for bad checkpoints and names."""
 
 import json
+import sys
+from pathlib import Path
 
+import pytest
 import torch
 
+import fastcae.api
+import fastcae.models
 from fastcae.apps.cli import main
+from fastcae.datasets import DATASETS
 from fastcae.models import create_model
+
+DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 
 FAST = ["--set", "epochs=2", "--set", "warmup_epochs=1", "--set", "warmup_synth_batches=1", "--set", "g_steps=1",
         "--set", "synth_batch_size=20", "--set", "student_steps=2", "--set", "student_batch_size=8",
@@ -78,7 +86,8 @@ def test_cli_names_a_checkpoint_that_does_not_fit(tmp_path, capsys):
     other = create_model("digits_student", num_classes=10, in_chans=1)
     torch.save(other.state_dict(), tmp_path / "wrong.pt")
     assert main(_args(tmp_path / "wrong.pt", tmp_path / "run")) == 2
-    assert "do not fit the" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "do not fit the" in err and "closest zoo model: digits_student with num_classes=10" in err
     (tmp_path / "bad.pt").write_bytes(b"garbage")
     assert main(_args(tmp_path / "bad.pt", tmp_path / "run")) == 2
     assert "cannot be read" in capsys.readouterr().err
@@ -102,3 +111,81 @@ def test_cli_budget_plans_a_schedule_and_bad_budgets_are_named(tmp_path, capsys)
     assert "max_seconds must be a positive number" in capsys.readouterr().err
     assert main([*base, "--out", str(tmp_path / "tiny"), "--budget", "0.5"]) == 2
     assert "at least" in capsys.readouterr().err  # the minimum that would work on this machine
+
+
+# ----------------------------------------------------------------------------- model specs and the teacher's cfg
+class _Stop(Exception):
+    """Raised by the stand-in for distill: the test has seen what the CLI would distil with."""
+
+
+@pytest.fixture
+def distill_args(monkeypatch):
+    """What ``fastcae distill`` hands to ``fastcae.distill``, without distilling."""
+    seen = {}
+
+    def fake(teacher, student, class_names=None, **kwargs):
+        seen.update(teacher=teacher, student=student, class_names=class_names, **kwargs)
+        raise _Stop
+
+    monkeypatch.setattr(fastcae.api, "distill", fake)
+    return seen
+
+
+def _run(args):
+    with pytest.raises(_Stop):
+        main(["distill", *args, "--no-progress"])
+
+
+def test_cli_takes_classes_shape_and_norm_from_the_teachers_cfg(tmp_path, distill_args):
+    teacher = create_model("cifar100_resnet20")
+    torch.save(teacher.state_dict(), tmp_path / "t.pth")
+    _run(["--teacher", str(tmp_path / "t.pth"), "--teacher-model", "cifar100_resnet20", "--student-model", "resnet20"])
+    c100 = DATASETS["cifar100"]
+    assert distill_args["class_names"] == list(c100.class_names) and distill_args["num_classes"] == 100
+    assert (distill_args["image_shape"], distill_args["mean"], distill_args["std"]) == (c100.image_shape, c100.mean,
+                                                                                      c100.std)
+    assert distill_args["student"].fc.out_features == 100
+    torch.testing.assert_close(distill_args["teacher"].fc.weight, teacher.fc.weight)
+    # what the user gives wins; CIFAR-100's names do not fit 7 classes, so none are taken
+    bad = create_model("cifar100_resnet20", num_classes=7)
+    torch.save(bad.state_dict(), tmp_path / "t7.pth")
+    _run(["--teacher", str(tmp_path / "t7.pth"), "--teacher-model", "cifar100_resnet20", "--student-model",
+          "resnet20", "--num-classes", "7", "--mean", "0.5,0.5,0.5"])
+    assert distill_args["class_names"] is None and distill_args["num_classes"] == 7
+    assert distill_args["mean"] == (0.5, 0.5, 0.5) and distill_args["std"] == c100.std
+
+
+def test_cli_loads_the_public_resnet56_by_its_hub_name(distill_args):
+    path = DATA / "cifar10_resnet56.pth"
+    if not path.exists():
+        pytest.skip(f"{path} is not here")
+    _run(["--teacher", str(path), "--teacher-model", "cifar10_resnet56", "--student-model", "cifar10_resnet20"])
+    assert distill_args["class_names"][0] == "airplane" and distill_args["image_shape"] == (3, 32, 32)
+    assert distill_args["mean"] == DATASETS["cifar10"].mean
+
+
+def test_cli_takes_hub_and_torchvision_specs(tmp_path, distill_args):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    (repo / "hubconf.py").write_text("dependencies = ['torch']\nfrom torch import nn\n\n\ndef net(num_classes=10):\n"
+                                     "    return nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), "
+                                     "nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(4, num_classes))\n")
+    torch.save(fastcae.models.resolve_model(f"hub:{repo}:net").state_dict(), tmp_path / "t.pt")
+    _run(["--teacher", str(tmp_path / "t.pt"), "--teacher-model", f"hub:{repo}:net", "--student-model",
+          "torchvision:resnet18"])
+    assert distill_args["num_classes"] == 10 and distill_args["class_names"] is None  # a hub cfg knows no names
+    assert distill_args["image_shape"] == (3, 32, 32) and distill_args["mean"] is None  # distill's defaults
+    assert distill_args["student"].fc.out_features == 10
+
+
+def test_cli_names_what_is_wrong_with_a_spec(tmp_path, capsys, monkeypatch):
+    torch.save(create_model("resnet20").state_dict(), tmp_path / "t.pt")
+    base = ["distill", "--teacher", str(tmp_path / "t.pt"), "--student-model", "resnet20", "--no-progress"]
+    assert main([*base, "--teacher-model", "tv:resnet18"]) == 2
+    assert "unknown model source 'tv'" in capsys.readouterr().err
+    monkeypatch.setitem(sys.modules, "timm", None)  # as where timm is not installed
+    assert main([*base, "--teacher-model", "timm:resnet18"]) == 2
+    assert "pip install timm" in capsys.readouterr().err
+    assert main([*base, "--teacher-model", "resnet32"]) == 2
+    err = capsys.readouterr().err
+    assert "do not fit the CifarResNet (resnet32)" in err and "closest zoo model: cifar10_resnet20" in err
