@@ -390,3 +390,39 @@ def test_one_slow_synthesis_batch_does_not_size_the_run():
     # without a warm-up in this process (a resumed run) the epoch's own batches are all there is
     assert typical_synth_seconds([(1.5, False)], 1, costs) == pytest.approx(1.5)
     assert typical_synth_seconds([], 1, costs) == 0.0
+
+
+def test_a_synthesis_batch_is_timed_when_its_device_work_is_done_not_when_it_was_launched(monkeypatch):
+    """On CUDA a synthesis batch returns as soon as its kernels are queued (its health terms stay on the
+    device). On a fake clock where launching takes 0.01 s and the queued work 1 s, which only a synchronise
+    waits for, the batch is timed at 1.01 s: the deadline's look-ahead and the re-sizing see the real cost."""
+    import fastcae.loop as loop
+    from fastcae.config import make_config
+    from tests.helpers import TINY
+
+    clock = [100.0]
+    queued = [0.0]
+    monkeypatch.setattr(loop.time, "perf_counter", lambda: clock[0])
+
+    def synchronize(device=None):
+        clock[0] += queued[0]
+        queued[0] = 0.0
+
+    monkeypatch.setattr(loop.torch.cuda, "synchronize", synchronize)
+    cfg = make_config(**dict(TINY, epochs=2, warmup_epochs=1, warmup_synth_batches=1, synth_batches=1))
+    run = loop.DistillRun(cfg, trained_like_teacher(), tiny_classifier(), torch.randn(5, 16), (1, 8, 8), (0.5,),
+                          (0.5,), "cpu")
+    real = run.synth.synthesize
+
+    def launched(*args, **kwargs):
+        out = real(*args, **kwargs)
+        clock[0] += 0.01  # the launches
+        queued[0] += 1.0  # the work they queued
+        return out
+
+    monkeypatch.setattr(run.synth, "synthesize", launched)
+    run.device = torch.device("cuda")  # only the clock reads it here: the models stay on the CPU
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        run.synthesize(0)
+    assert run._batch_seconds == pytest.approx(1.01)
