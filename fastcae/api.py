@@ -25,8 +25,8 @@ from .datasets import DATASETS
 from .export import ExportReport, StudentCard, export_student, write_student
 from .health import HEALTH_FIELDS
 from .loop import DistillRun, EvalSet, freeze, train
-from .plan import (describe_estimate, explicit_schedule, measure_costs, plan_schedule, planned_cutmix,
-                   synthesis_defaults)
+from .plan import (bf16_pays, cpu_has_native_bf16, describe_estimate, explicit_schedule, measure_costs,
+                   plan_schedule, planned_cutmix, synthesis_defaults)
 from .pool import SyntheticPool
 from .presets import get_preset, is_pair_preset
 from .steps import memory_format, resolve_channels_last, resolve_precision
@@ -81,6 +81,22 @@ class DistillResult:
         """The last evaluated accuracy (None without an evaluation set)."""
         accs = [h["accuracy"] for h in self.history if h.get("accuracy") is not None]
         return accs[-1] if accs else None
+
+
+def teacher_input(teacher: nn.Module) -> dict:
+    """What ``teacher.pretrained_cfg`` (timm's attribute, which fastcae's model specs set too) says of the input
+    it was trained on: ``input_size``, ``mean``, ``std`` and ``class_names`` where known (a ``dataset`` key names
+    a dataset of ``fastcae.datasets``). Why: a public teacher's normalisation and classes are facts of its
+    training, and a user who loads it by name should not have to look them up again. Empty when unknown."""
+    cfg = getattr(teacher, "pretrained_cfg", None)
+    if not isinstance(cfg, dict):
+        return {}
+    out = {k: tuple(cfg[k]) for k in ("input_size", "mean", "std") if cfg.get(k) is not None}
+    info = DATASETS.get(str(cfg.get("dataset", "")).lower())
+    names = cfg.get("class_names") or cfg.get("label_names") or (info.class_names if info is not None else None)
+    if names:
+        out["class_names"] = tuple(names)
+    return out
 
 
 def _resolve_device(device) -> torch.device:
@@ -209,9 +225,12 @@ def distill(
         image_shape = pair.image_shape if image_shape is None else image_shape
         mean = pair.mean if mean is None else mean
         std = pair.std if std is None else std
-    image_shape = DEFAULT_IMAGE_SHAPE if image_shape is None else image_shape
-    mean = DEFAULT_MEAN if mean is None else mean
-    std = DEFAULT_STD if std is None else std
+    known = teacher_input(teacher)  # what a zoo, timm or torchvision teacher says it was trained on
+    given = {"input_size": image_shape, "mean": mean, "std": std}
+    used = [k for k, v in given.items() if v is None and k in known]
+    image_shape = known.get("input_size", DEFAULT_IMAGE_SHAPE) if image_shape is None else image_shape
+    mean = known.get("mean", DEFAULT_MEAN) if mean is None else mean
+    std = known.get("std", DEFAULT_STD) if std is None else std
     device = _resolve_device(cfg.device)
     world = distributed.join(device.type)  # under torchrun: this process's rank (the group starts here if need be)
     if world.distributed and device.type == "cuda" and device.index is None:
@@ -242,6 +261,12 @@ def distill(
                              f"(fastcae.presets.list_pair_presets())")
         if class_names is None:
             class_names = pair.prompt_names
+    if class_names is None and len(known.get("class_names", ())) == width:
+        class_names = [str(n).replace("_", " ") for n in known["class_names"]]
+        used.append("class names")
+    if used and pair is None:
+        _say(cfg, f"fastcae: from the teacher's pretrained_cfg: {', '.join(used)} "
+                  f"({'x'.join(map(str, image_shape))}, mean {mean}, std {std})")
     if class_names is not None:
         class_names = [str(n) for n in class_names]
         if len(class_names) != width:
@@ -331,6 +356,12 @@ def _schedule(cfg: DistillConfig, planned: bool, explicit: bool, given: set[str]
         chosen = synthesis_defaults(cfg, given, image_shape, device, teacher, mean, std)
         cfg = cfg.replace(**chosen)
     costs = measure_costs(cfg, teacher, student, embeddings, image_shape, mean, std, device)
+    if planned and "precision" not in given and device.type == "cpu" and cpu_has_native_bf16():
+        # bf16 where this CPU computes it natively and the run's own steps measure faster in it
+        bf16 = measure_costs(cfg.replace(precision="bf16"), teacher, student, embeddings, image_shape, mean, std,
+                             device)
+        if bf16_pays(costs, bf16):
+            cfg, costs, chosen["precision"] = cfg.replace(precision="bf16"), bf16, "bf16"
     spent = time.perf_counter() - started
     if planned:
         plan = plan_schedule(cfg, costs, cfg.max_seconds, overhead=spent, num_classes=num_classes)

@@ -143,3 +143,29 @@ def test_profile_writes_a_throughput_report_without_a_gpu(tmp_path):
     assert report["gpu_metrics"].startswith("unavailable")
     assert "unavailable" in (tmp_path / "run.md").read_text()
     assert (tmp_path / "run.png").stat().st_size > 0
+
+
+def test_a_teacher_that_knows_its_input_needs_no_class_names_or_normalisation(capsys):
+    """A teacher built by name carries ``pretrained_cfg`` (fastcae's model specs, timm): its class names, image
+    shape and mean/std are taken from there when the user gives none, and the run says so; what the user gives
+    wins."""
+    from fastcae.api import teacher_input
+    from fastcae.datasets import DATASETS
+
+    teacher = trained_like_teacher()
+    teacher.pretrained_cfg = {"input_size": (1, 8, 8), "mean": (0.25,), "std": (0.75,),
+                              "class_names": ("ant", "bee", "cat", "dog", "eel")}
+    assert teacher_input(teacher) == {"input_size": (1, 8, 8), "mean": (0.25,), "std": (0.75,),
+                                      "class_names": ("ant", "bee", "cat", "dog", "eel")}
+    result = distill(teacher, tiny_classifier(), **dict(TINY, progress=True))
+    assert result.class_names == ["ant", "bee", "cat", "dog", "eel"]
+    assert result.image_shape == (1, 8, 8) and result.mean == (0.25,) and result.std == (0.75,)
+    assert "from the teacher's pretrained_cfg: input_size, mean, std, class names" in capsys.readouterr().err
+    given = distill(teacher, tiny_classifier(), ["a", "b", "c", "d", "e"], mean=(0.5,), **TINY)
+    assert given.class_names == ["a", "b", "c", "d", "e"] and given.mean == (0.5,) and given.std == (0.75,)
+    # a dataset key names the classes; a list of the wrong length is not used
+    assert teacher_input(type("M", (), {"pretrained_cfg": {"dataset": "cifar10"}})())["class_names"] == \
+        DATASETS["cifar10"].class_names
+    teacher.pretrained_cfg = {"class_names": ("a", "b")}
+    assert distill(teacher, tiny_classifier(), **SHAPE, **TINY).class_names == ["0", "1", "2", "3", "4"]
+    assert teacher_input(nn.Linear(2, 2)) == {}

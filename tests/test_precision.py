@@ -70,3 +70,33 @@ def test_bf16_works_in_the_compiled_steps():
                      **TINY)
     assert result.compile_mode == "aot_eager"  # compiled, not fallen back to eager
     assert all(torch.isfinite(torch.tensor(h["kd"])) for h in result.history if "kd" in h)
+
+
+@pytest.mark.parametrize("bf16_seconds,native,want", [(0.5, True, "bf16"), (0.9, True, "fp32"),
+                                                       (0.5, False, "fp32")])
+def test_a_planned_cpu_run_takes_bf16_where_the_cpu_has_it_natively_and_its_steps_measure_faster(
+        monkeypatch, bf16_seconds, native, want):
+    """precision=None on a CPU: a planned run measures its steps in fp32 and, where the CPU computes bf16
+    natively, in bf16 too, and takes bf16 only when it is ``BF16_GAIN`` times faster; the choice is recorded in
+    the plan, so a resumed run and a rerun of ``result.config`` keep it."""
+    import fastcae.api as api
+    from fastcae.plan import StepCosts
+
+    measured = []
+
+    def fake_costs(cfg, *args, **kwargs):
+        measured.append(cfg.precision)
+        scale = bf16_seconds if cfg.precision == "bf16" else 1.0
+        return StepCosts({64: 0.002 * scale}, {64: 0.003 * scale}, {128: 0.001 * scale})
+
+    monkeypatch.setattr(api, "measure_costs", fake_costs)
+    monkeypatch.setattr(api, "cpu_has_native_bf16", lambda: native)
+    result = distill(trained_like_teacher(), tiny_classifier(), max_seconds=5, text_encoder="random",
+                     progress=False, device="cpu", generator_width=4, **SHAPE)
+    assert measured == (["fp32", "bf16"] if native else ["fp32"])
+    assert result.config.precision == want
+    assert result.plan["synthesis"].get("precision", "fp32") == want
+    measured.clear()  # a precision the user gives is kept, and nothing is measured in the other
+    given = distill(trained_like_teacher(), tiny_classifier(), max_seconds=5, text_encoder="random",
+                    progress=False, device="cpu", generator_width=4, precision="fp32", **SHAPE)
+    assert measured == ["fp32"] and given.config.precision == "fp32"

@@ -3,11 +3,13 @@
     python -m benchmarks.fidelity.run                       # all cases, budgets 60 and 240 s, seeds 0 1 2
     python -m benchmarks.fidelity.run --cases mbv3-grey32 --budgets 60 --seeds 0
     python -m benchmarks.fidelity.run --recipe digits        # the README's old advice: preset="digits"
+    python -m benchmarks.fidelity.run --tier natural --budgets 600 1800   # public CIFAR-10 teachers
 
 Per case: train (or load the cached) teacher, then per budget and seed ``distill(teacher, student,
 class_names, image_shape=..., mean=..., std=..., max_seconds=budget, seed=seed)`` with nothing else, and
 score the student on the held-out split. The noise-input baseline (KD on uniform noise, the same number of
-student steps, no generator) runs once per case and budget. Results are written after every run to the
+student steps, no generator) runs once per case and budget. The natural tier (``natural.py``) distils public
+CIFAR-10 teachers given only the budget and the seed, and scores on CIFAR-10's test images. Results are written after every run to the
 JSON file (``--out``), so a cut-off suite keeps what it measured; ``--table`` prints the Markdown table of
 an existing file.
 """
@@ -38,6 +40,11 @@ from fastcae.synthesis.embeddings import default_cache_dir
 from fastcae.utils import versions
 
 from .cases import ALL_CASES, CASES, Case
+from .natural import NATURAL_CASES, NATURAL_PROBES, NaturalCase
+
+TIERS = {"digits": CASES, "natural": NATURAL_CASES}
+EVERY_CASE = {**ALL_CASES, **NATURAL_CASES, **NATURAL_PROBES}
+CURVE_IMAGES = 1000  # a natural run scores its student on this many test images after every epoch (its curve)
 
 RECIPES = {
     "default": {},  # only the budget: what fastcae plans by itself
@@ -99,11 +106,45 @@ def distil_case(case: Case, budget: float, seed: int, recipe: str = "default", p
     return CaseRun(case, train, test, mean, std, teacher, teacher_seconds, result, time.perf_counter() - start)
 
 
-def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, progress: bool,
+def distil_natural(case: NaturalCase, budget: float, seed: int, recipe: str = "default", progress: bool = False,
+                   options: dict | None = None) -> CaseRun:
+    """Distil a natural-images case as a new user would: the public teacher, a fresh student, the budget and the
+    seed; the teacher's ``pretrained_cfg`` gives the class names, image shape and normalisation. A fixed subset of
+    the test images is scored after every epoch (inside the budget, as a user's ``eval_data`` would be) for the
+    accuracy-against-time curve; the table's accuracy is on all of them, after the run."""
+    test = case.test_split()
+    teacher = case.make_teacher()
+    mean, std = tuple(teacher.pretrained_cfg["mean"]), tuple(teacher.pretrained_cfg["std"])
+    torch.manual_seed(seed)
+    student = case.make_student()
+    curve = _curve_subset(test)
+    start = time.perf_counter()
+    result = distill(teacher, student, max_seconds=budget, seed=seed, progress=progress, eval_data=curve,
+                     **RECIPES[recipe], **(options or {}))
+    return CaseRun(case, None, test, mean, std, teacher, 0.0, result, time.perf_counter() - start)
+
+
+def _curve_subset(test: ImageSplit) -> tuple[torch.Tensor, torch.Tensor]:
+    """The first ``CURVE_IMAGES // classes`` test images of each class: the same subset in every run."""
+    classes = int(test.labels.max()) + 1
+    idx = torch.cat([(test.labels == c).nonzero().flatten()[: CURVE_IMAGES // classes] for c in range(classes)])
+    return test.images[idx], test.labels[idx]
+
+
+_TEACHER_ACCURACY: dict[str, float] = {}  # a natural case's teacher is scored once per process
+
+
+def run_case(case: Case | NaturalCase, budget: float, seed: int, recipe: str, baseline: bool, progress: bool,
              options: dict | None = None) -> dict:
-    run = distil_case(case, budget, seed, recipe, progress, options)
+    natural = isinstance(case, NaturalCase)
+    run = (distil_natural if natural else distil_case)(case, budget, seed, recipe, progress, options)
     test, mean, std, teacher, result = run.test, run.mean, run.std, run.teacher, run.result
-    teacher_acc = accuracy(teacher, test.images, test.labels, mean, std)
+    if natural:
+        if case.teacher not in _TEACHER_ACCURACY:
+            _TEACHER_ACCURACY[case.teacher] = accuracy(teacher, test.images, test.labels, mean, std)
+        teacher_acc = _TEACHER_ACCURACY[case.teacher]
+    else:
+        teacher_acc = accuracy(teacher, test.images, test.labels, mean, std)
     teacher_seconds, seconds = run.teacher_seconds, run.seconds
     student_acc = accuracy(result.student, test.images, test.labels, mean, std)
     steps = sum(h.get("student_steps", 0) for h in result.history)
@@ -115,6 +156,10 @@ def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, 
         "compile_mode": getattr(result, "compile_mode", None),
         "epoch_end_seconds": [round(h["seconds"], 1) for h in result.history if "seconds" in h],
         "plan": getattr(result, "plan", None), "last": result.history[-1] if result.history else None,
+        "tier": "natural" if natural else "digits", "precision": result.config.precision,
+        "images_synthesized": result.history[-1].get("images_synthesized") if result.history else 0,
+        # (seconds, accuracy) after each evaluated epoch: a natural run's subset of the test images
+        "curve": [[round(h["seconds"], 1), h["accuracy"]] for h in result.history if h.get("accuracy") is not None],
         "flip": next(({"flip": h["flip"], "consistency": h["flip_consistency"]} for h in result.history
                       if "flip" in h), None),
         # synthesis health per epoch, rounded: where the generator stood when the student learned from it
@@ -125,7 +170,7 @@ def run_case(case: Case, budget: float, seed: int, recipe: str, baseline: bool, 
         torch.manual_seed(seed)
         base = noise_kd_baseline(teacher, case.make_student(), mean, std, steps=max(steps, 1),
                                  batch_size=result.config.student_batch_size, temperature=result.config.temperature,
-                                 lr=result.config.lr_s, image_shape=tuple(run.train.images.shape[1:]), seed=seed)
+                                 lr=result.config.lr_s, image_shape=tuple(test.images.shape[1:]), seed=seed)
         record["noise_baseline"] = accuracy(base, test.images, test.labels, mean, std)
     return record
 
@@ -166,8 +211,11 @@ def table(records: list[dict]) -> str:
 
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--cases", nargs="*", default=list(CASES), choices=list(ALL_CASES),
-                   help="default: the suite (cases.CASES); the hold-out and probe cases run only when named")
+    p.add_argument("--cases", nargs="*", default=None, choices=list(EVERY_CASE),
+                   help="default: the tier's cases; the hold-out and probe cases run only when named")
+    p.add_argument("--tier", default="digits", choices=list(TIERS),
+                   help="digits (bundled digits, teachers trained here) or natural (public CIFAR-10 teachers on "
+                        "CIFAR-10's test images, from ../shared/data)")
     p.add_argument("--budgets", nargs="*", type=float, default=[60.0, 240.0])
     p.add_argument("--seeds", nargs="*", type=int, default=[0, 1, 2])
     p.add_argument("--recipe", default="default", choices=list(RECIPES))
@@ -183,12 +231,13 @@ def main(argv=None) -> int:
         return 0
     torch.set_num_threads(min(2, torch.get_num_threads()))
     options = parse_options(args.set)
-    out = Path(args.out or f"benchmarks/results/fidelity-{args.recipe}-{datetime.date.today().isoformat()}.json")
+    tier = "" if args.tier == "digits" else f"{args.tier}-"
+    out = Path(args.out or f"benchmarks/results/fidelity-{tier}{args.recipe}-{datetime.date.today().isoformat()}.json")
     doc = json.loads(out.read_text()) if out.exists() else {"machine": machine(), "runs": []}
-    for name in args.cases:
+    for name in args.cases or list(TIERS[args.tier]):
         for budget in args.budgets:
             for i, seed in enumerate(args.seeds):
-                record = run_case(ALL_CASES[name], budget, seed, args.recipe,
+                record = run_case(EVERY_CASE[name], budget, seed, args.recipe,
                                   baseline=(i == 0 and not args.no_baseline), progress=args.progress, options=options)
                 doc["runs"].append(record)
                 out.parent.mkdir(parents=True, exist_ok=True)
