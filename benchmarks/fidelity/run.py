@@ -170,7 +170,9 @@ def run_case(case: Case | NaturalCase, budget: float, seed: int, recipe: str, ba
         torch.manual_seed(seed)
         base = noise_kd_baseline(teacher, case.make_student(), mean, std, steps=max(steps, 1),
                                  batch_size=result.config.student_batch_size, temperature=result.config.temperature,
-                                 lr=result.config.lr_s, image_shape=tuple(test.images.shape[1:]), seed=seed)
+                                 lr=result.config.lr_s, image_shape=tuple(test.images.shape[1:]), seed=seed,
+                                 precision=result.config.precision, channels_last=bool(result.config.channels_last))
+        teacher.to(memory_format=torch.contiguous_format)
         record["noise_baseline"] = accuracy(base, test.images, test.labels, mean, std)
     return record
 

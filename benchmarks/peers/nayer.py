@@ -26,6 +26,7 @@ import argparse
 import datetime
 import glob
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> int:
                                                                            "synthesis_batch_size=400 batch_size=512")
     p.add_argument("--nayer-arg", nargs="*", default=[], metavar="KEY=VALUE",
                    help="override one of NAYER's own options after the fit (e.g. lr=0.07); recorded in the run")
+    p.add_argument("--lr-scaling", default="recipe", choices=("recipe", "sqrt"),
+                   help="the KD lr: the recipe's 0.2 at whatever batch the fit chose, or 0.2 scaled with the square "
+                        "root of batch / 512 (fastcae's own rule)")
     p.add_argument("--margin", type=float, default=0.97, help="plan to end at this fraction of the budget")
     p.add_argument("--eval-images", type=int, default=None, help="N test images only, N/10 per class (smoke tests)")
     p.add_argument("--no-check-teacher", action="store_true", help="skip the teacher's accuracy through NAYER")
@@ -228,6 +232,11 @@ def main(argv: list[str] | None = None) -> int:
     for r in sched.reasons:
         print(f"[nayer] schedule: {r}", flush=True)
     args = sched.nayer_args()
+    if a.lr_scaling == "sqrt":  # the rule fastcae's planner applies to its own student batch
+        args["lr"] = round(RECIPE["lr"] * math.sqrt(args["batch_size"] / RECIPE["batch_size"]), 5)
+        sched.reasons.append(f"KD lr {args['lr']:g}: NAYER's 0.2 at batch 512 scaled with the square root of the "
+                             f"batch ({args['batch_size']}), as fastcae's planner scales its own")
+        print(f"[nayer] schedule: {sched.reasons[-1]}", flush=True)
     overrides = {}
     for item in a.nayer_arg:
         k, _, v = item.partition("=")

@@ -60,22 +60,26 @@ def digits_teacher(train: ImageSplit, test: ImageSplit, mean, std, image_size: i
 
 
 def noise_kd_baseline(teacher, student, mean, std, steps: int, batch_size: int, temperature: float, lr: float,
-                      image_shape, device="cpu", seed: int = 0):
-    """KD on uniform-noise images: the library's own student step (KD only) and step count, no generator."""
+                      image_shape, device="cpu", seed: int = 0, precision: str = "fp32", channels_last: bool = False):
+    """KD on uniform-noise images: the library's own student step (KD only) and step count, no generator;
+    ``precision`` and ``channels_last`` as the run it is the floor of (they change its speed, not its math)."""
     from ..augment import Augment
     from ..config import DistillConfig
     from ..steps import StepContext, Steps
 
     torch.manual_seed(seed)
-    student.to(device).train()
+    layout = torch.channels_last if channels_last else torch.contiguous_format
+    student.to(device, memory_format=layout).train()
+    teacher.to(device, memory_format=layout)
     ctx = StepContext(teacher.eval(), student, None, Augment(mean, std, padding=0, flip=False).to(device), None)
-    cfg = DistillConfig(temperature=temperature, cncl_weight=0.0, compile=False)  # the plain (eager) step
+    cfg = DistillConfig(temperature=temperature, cncl_weight=0.0, compile=False,  # the plain (eager) step
+                        precision=precision)
     step = Steps(ctx, cfg, device)
     opt = torch.optim.SGD(student.parameters(), lr=lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
     labels = torch.zeros(batch_size, dtype=torch.int64, device=device)  # unused by KD (ce_weight is 0)
     for _ in range(steps):
         step.student_step(opt, torch.rand(batch_size, *image_shape, device=device), labels)
-    return student.eval()
+    return student.to(memory_format=torch.contiguous_format).eval()
 
 
 def save_sample_grid(result, path: Path, per_class: int = 10) -> None:
