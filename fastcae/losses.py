@@ -1,9 +1,9 @@
 """The reference math of every loss fastcae trains with.
 
-These plain-PyTorch definitions are the CPU path and the oracle the fused kernels (``fastcae/kernels/``) are tested
-against: there is exactly one definition of each term. ``fastcae.ops`` is the seam that picks a kernel or
-one of these. Everything here is host-sync free (no ``.item()``, no data-dependent Python branches) so that
-it traces under ``torch.compile(fullgraph=True)``.
+These plain-PyTorch definitions are the CPU path and the oracle the fused kernels (``kernels/``, installed as
+``fastcae.kernels``) are tested against: there is exactly one definition of each term. ``fastcae.ops`` is the
+seam that picks a kernel or one of these. Everything here is host-sync free (no ``.item()``, no data-dependent
+Python branches) so that it traces under ``torch.compile(fullgraph=True)``.
 
 Shapes: logits ``[B, C]``; images/activations ``[N, C, H, W]``; projections ``[B, d]``.
 """

@@ -8,19 +8,33 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1] / "fastcae"
+REPO = Path(__file__).resolve().parents[1]
+# Where each package's source sits (pyproject.toml's package-dir): the kernels live at the top, as kernels/.
+SOURCES = {"fastcae": REPO / "fastcae", "fastcae.kernels": REPO / "kernels"}
 
 
 def _module_name(path: Path) -> tuple[str, bool]:
-    parts = list(path.relative_to(ROOT.parent).with_suffix("").parts)
+    package, root = max(((p, r) for p, r in SOURCES.items() if path.is_relative_to(r)), key=lambda pr: len(pr[0]))
+    parts = [package, *path.relative_to(root).with_suffix("").parts]
     is_package = parts[-1] == "__init__"
     return ".".join(parts[:-1] if is_package else parts), is_package
+
+
+def _all_imports(path: Path) -> set[str]:
+    """Every absolute module name ``path`` imports (relative imports left out)."""
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            found.add(node.module)
+    return found
 
 
 def _imports() -> dict[str, set[str]]:
     """fastcae module -> the fastcae modules it imports (a ``from X import name`` counts as X, or X.name when
     that is a module)."""
-    files = {_module_name(p)[0]: p for p in ROOT.rglob("*.py")}
+    files = {_module_name(p)[0]: p for root in SOURCES.values() for p in root.rglob("*.py")}
     graph = {}
     for name, path in files.items():
         _, is_package = _module_name(path)
@@ -53,6 +67,28 @@ def _in(module: str, *packages: str) -> bool:
 
 def test_the_graph_is_read():
     assert "fastcae.steps" in GRAPH["fastcae.loop"] and "fastcae.synthesis.cend" in GRAPH["fastcae.paradigms"]
+    assert "fastcae.kernels.shared" in GRAPH["fastcae.kernels.logit_loss"] and "fastcae.kernels" in GRAPH["fastcae.ops"]
+
+
+def test_the_sources_are_where_pyproject_installs_them_from():
+    """The kernels are installed from the top-level kernels/ (pyproject's package-dir), and fastcae/ holds no
+    second copy that an import from the repository root could pick up instead."""
+    tomllib = pytest.importorskip("tomllib")
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = {package: REPO / folder for package, folder in setuptools["package-dir"].items()}
+    assert mapped == {"fastcae.kernels": SOURCES["fastcae.kernels"]}
+    assert set(SOURCES) <= set(setuptools["packages"])
+    # A leftover fastcae/kernels/ (say, the __pycache__ of a checkout from before the move) would be imported
+    # as an empty namespace package in place of the mapped kernels/: "cannot import name 'OPS'".
+    assert not (REPO / "fastcae" / "kernels").exists(), "remove the stale fastcae/kernels/ (kernels/ replaced it)"
+
+
+def test_the_library_imports_no_tool():
+    """tools/ (the AOT kernel check, diagnostics) may import fastcae; fastcae and its kernels never import tools."""
+    for root in SOURCES.values():
+        for path in root.rglob("*.py"):
+            bad = {m for m in _all_imports(path) if m.split(".")[0] in ("tools", "benchmarks", "tests")}
+            assert not bad, (path, bad)
 
 
 def test_no_import_cycles():

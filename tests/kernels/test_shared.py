@@ -1,4 +1,4 @@
-"""What the kernel modules take from ``fastcae/kernels/shared.py`` and nowhere else: one reading of
+"""What the kernel modules take from ``kernels/shared.py`` and nowhere else: one reading of
 TRITON_INTERPRET for the seam and every kernel module (Triton's own), and one exception, with one message
 shape, for a tensor whose dtype or device a kernel does not take."""
 
