@@ -1,7 +1,7 @@
 """Benchmark set-up: shared fixtures and the machine/version record stored with every result.
 
 Run with ``pytest benchmarks/ --benchmark-only``. GPU-only cases skip with a reason on a CPU machine.
-Results quoted in the README come from one run, with the machine named (see ``benchmarks/results/``).
+Results quoted in the README and docs/ come from one run, with the machine named (see ``benchmarks/results/``).
 """
 
 import datetime

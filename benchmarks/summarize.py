@@ -1,4 +1,4 @@
-"""Markdown tables, with the ratios the README quotes, from one pytest-benchmark JSON file.
+"""Markdown tables, with the ratios the docs quote (docs/performance.md), from one pytest-benchmark JSON file.
 
     python benchmarks/summarize.py benchmarks/results/<device>-<date>.json
 

@@ -20,7 +20,7 @@ Pairs: the demo's (``digits_teacher`` -> ``digits_student``, 1x16x16) and a CIFA
 second at the median, parameter count, the size of the saved state dict and of the ``.pt2``.
 
 Run: ``pytest benchmarks/test_bench_deploy.py --benchmark-only`` (on 2 CPU cores: about 5 minutes, most of it
-compiling). ``python benchmarks/summarize.py`` turns a saved run into the README's table.
+compiling). ``python benchmarks/summarize.py`` turns a saved run into the table of docs/deployment.md.
 """
 
 import io

@@ -8,7 +8,7 @@ way. ``join()`` is what ``distill`` calls first: under ``torchrun`` (``WORLD_SIZ
 starts the process group if the user's script has not, so ``distill(...)`` in a torchrun-launched script
 needs no new arguments.
 
-What each rank does (the reasoning is in the README, "Past one GPU"):
+What each rank does (the reasoning is in docs/distributed.md):
 
 - synthesis: its own generator, seeded per rank (``rank_seed``), and its own slice of the global class-
   balanced batch: the ranks' slices together are exactly the one-process batch;

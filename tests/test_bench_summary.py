@@ -1,4 +1,4 @@
-"""benchmarks/summarize.py: the README's tables and ratios come from one results file, computed right."""
+"""benchmarks/summarize.py: the docs' tables and ratios come from one results file, computed right."""
 
 import importlib.util
 import json

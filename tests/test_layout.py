@@ -1,4 +1,4 @@
-"""The shape of the package: imports point one way (README, "Where things live").
+"""The shape of the package: imports point one way (README, "Code map").
 
 Read statically from the source (lazy imports inside functions count too), so a new upward import or cycle
 fails here before it confuses a reader or an import order."""
