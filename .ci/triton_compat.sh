@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The fused Triton kernels against the Triton of the GPU image (3.6; the pinned stack has 3.8): every kernel
-# compiled ahead of time for sm_90 and sm_80 by `python -m fastcae.kernels.check`, no GPU needed.
+# compiled ahead of time for sm_90 and sm_80 by `python tools/kernel_check.py`, no GPU needed.
 #
 #   bash .ci/triton_compat.sh                 # Triton 3.6.0, sm_90 and sm_80
 #   TRITON_COMPAT_VERSION=3.5.1 bash .ci/triton_compat.sh
@@ -50,9 +50,9 @@ esac
 
 status=0
 for arch in $archs; do
-    echo "== python -m fastcae.kernels.check --arch $arch (triton $version)"
+    echo "== python tools/kernel_check.py --arch $arch (triton $version)"
     # TRITON_INTERPRET must be unset: the interpreter compiles nothing
-    env -u TRITON_INTERPRET OMP_NUM_THREADS=1 "$venv/bin/python" -m fastcae.kernels.check --arch "$arch" || status=1
+    env -u TRITON_INTERPRET OMP_NUM_THREADS=1 "$venv/bin/python" tools/kernel_check.py --arch "$arch" || status=1
 done
 echo "== triton $version compat check: $([ $status = 0 ] && echo passed || echo FAILED) in $(( $(date +%s) - start ))s"
 exit $status

@@ -42,7 +42,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import FLOAT_DTYPES, acc_dtype, check_device, check_dtype, div_rn, sm_count, sqrt_rn, tl_dtype
+from .shared import (AOT_DTYPES, AOT_GEN_BATCH, FLOAT_DTYPES, Launch, Ptr, acc_dtype, check_device, check_dtype, div_rn,
+                     dtype_name, sm_count, sqrt_rn, tl_dtype)
 
 # ---------------------------------------------------------------------------------------------------------
 # Constants
@@ -401,6 +402,24 @@ def _plan(shape, channels_last: bool, itemsize: int, num_sms: int, programs_per_
                 units_per_prog=units_per_prog, split=split, uniform=uniform)
 
 
+def _fwd_plan(x: Tensor, channels_last: bool, n_sm: int, tile=None, split=None):
+    """The forward's ``_plan`` for ``x`` (an ``_nsc_view``) on a device of ``n_sm`` SMs."""
+    return _plan(tuple(x.shape), channels_last, x.element_size(), n_sm, _FWD_PROGRAMS_PER_SM, _MAX_PARTIALS,
+                 tile, split)
+
+
+def _bwd_plan(x: Tensor, channels_last: bool, n_sm: int, tile=None, split=None):
+    """The backward's ``_plan``: more programs per SM, a smaller tile (``_BWD_TILE``), no partials."""
+    return _plan(tuple(x.shape), channels_last, x.element_size(), n_sm, _BWD_PROGRAMS_PER_SM, None,
+                 tile or _BWD_TILE[x.element_size()], split)
+
+
+def _fin_blocks(c: int, split: int) -> tuple[int, int]:
+    """``(BLOCK_SP, BLOCK_C)`` of the finalize kernel: ``split`` partials of ``c`` channels, _FIN_TILE at a time."""
+    block_c = min(triton.next_power_of_2(c), _FIN_BLOCK_C)
+    return max(1, min(_FIN_TILE // block_c, triton.next_power_of_2(split))), block_c
+
+
 def _check_inputs(x, running_mean, running_var, ema_mean, ema_var, ema_weight):
     if x.dim() != 4:
         raise ValueError(f"bn_stats_loss: x must be [N, C, H, W], got shape {tuple(x.shape)}")
@@ -442,8 +461,7 @@ def bn_stats_loss_forward(
     x, channels_last, sn, sc, ss = _nsc_view(x)
     n, c, h, w = x.shape
     acc = acc_dtype(x)
-    plan = _plan(tuple(x.shape), channels_last, x.element_size(), sm_count(x.device), _FWD_PROGRAMS_PER_SM,
-                 _MAX_PARTIALS, tile, split)
+    plan = _fwd_plan(x, channels_last, sm_count(x.device), tile, split)
     if out is None:
         loss = torch.empty((), dtype=acc, device=x.device)
         mean = torch.empty(c, dtype=acc, device=x.device)
@@ -462,8 +480,7 @@ def bn_stats_loss_forward(
     w_arg = ema_weight if has_w_ptr else loss  # loss: an unused placeholder pointer
     if has_w_ptr and w_arg.device != x.device:  # e.g. a CPU scalar tensor
         w_arg = w_arg.to(x.device)
-    block_c = min(triton.next_power_of_2(c), _FIN_BLOCK_C)
-    block_sp = max(1, min(_FIN_TILE // block_c, triton.next_power_of_2(plan["split"])))
+    block_sp, block_c = _fin_blocks(c, plan["split"])
     _bn_stats_loss_fin_kernel[(1,)](
         partials, running_mean, running_var, ema_mean, ema_var, w_arg, float(ema_weight_value),
         loss, mean, var, aux, c, plan["split"],
@@ -501,8 +518,7 @@ def bn_stats_loss_backward(
         grad_loss = grad_loss.to(x.device)
     n, _, h, w = x_view.shape
     acc = acc_dtype(x_view)
-    plan = _plan(tuple(x_view.shape), channels_last, x_view.element_size(), sm_count(x_view.device),
-                 _BWD_PROGRAMS_PER_SM, None, tile or _BWD_TILE[x_view.element_size()], split)
+    plan = _bwd_plan(x_view, channels_last, sm_count(x_view.device), tile, split)
     _bn_stats_loss_bwd_kernel[(plan["groups"], plan["split"])](
         x_view, dx, grad_loss, mean, aux, n, c, h * w, sn, sc, ss,
         plan["units"], plan["units_per_prog"], plan["s_blocks"],
@@ -588,3 +604,57 @@ def bn_stats_loss(
     loss, mean, var, _ = torch.ops.fastcae.bn_stats_loss(x, running_mean, running_var, ema_mean, ema_var,
                                                          w_tensor, w_value)
     return loss, mean, var
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Ahead-of-time launches
+# ---------------------------------------------------------------------------------------------------------
+# The BatchNorm inputs [N, C, H, W] of the CIFAR teachers as (C, H*W): resnet18/34 (64@32x32 .. 512@4x4),
+# wrn40_2 (16@32x32 .. 128@8x8), vgg11_bn (64@32x32 .. 512@2x2).
+_AOT_LAYERS = ((16, 1024), (32, 1024), (64, 1024), (64, 256), (128, 256), (128, 64), (256, 64), (512, 16),
+               (512, 4))
+
+
+def aot_launches(n_sm: int) -> list[Launch]:
+    """The launches of ``bn_stats_loss_forward`` and ``bn_stats_loss_backward`` on a GPU of ``n_sm`` SMs, for
+    every BN layer of ``_AOT_LAYERS`` at the generator step's batch (``shared.AOT_*``), NCHW and channels_last,
+    with the EMA weight as a tensor: for ``tools/kernel_check.py``, which compiles them ahead of time."""
+    launches = []
+    N, f32 = AOT_GEN_BATCH, Ptr("fp32")
+    for dtype in AOT_DTYPES:
+        dt = dtype_name(dtype)
+        for channels_last in (False, True):
+            layout = "channels_last" if channels_last else "NCHW"
+            for C, S in _AOT_LAYERS:
+                hw = int(S ** 0.5)
+                x = torch.empty((N, C, hw, hw), device="meta", dtype=dtype)
+                if channels_last:
+                    x = x.to(memory_format=torch.channels_last)
+                x, cl, sn, sc, ss = _nsc_view(x)
+                shape = f"[{N},{C},{hw},{hw}] {layout}"
+                view = dict(N=N, C=C, S=S, stride_n=sn, stride_c=sc, stride_s=ss)
+                fwd, bwd = _fwd_plan(x, cl, n_sm), _bwd_plan(x, cl, n_sm)
+                block_sp, block_c = _fin_blocks(C, fwd["split"])
+                launches += [
+                    Launch(_bn_stats_loss_fwd_kernel,
+                           dict(x_ptr=Ptr(dt), part_ptr=f32, **view, UNITS=fwd["units"],
+                                UNITS_PER_PROG=fwd["units_per_prog"], S_BLOCKS=fwd["s_blocks"], CHANNELS_LAST=cl,
+                                UNIFORM=fwd["uniform"], BLOCK_R=fwd["block_r"], BLOCK_K=fwd["block_k"],
+                                ACC=tl.float32),
+                           _NUM_WARPS, None,
+                           f"{dt} {'CL' if cl else 'NCHW'}{' UNIFORM' if fwd['uniform'] else ''} "
+                           f"BLOCK_R={fwd['block_r']} BLOCK_K={fwd['block_k']} w={_NUM_WARPS}", shape),
+                    Launch(_bn_stats_loss_fin_kernel,
+                           dict(part_ptr=f32, rm_ptr=f32, rv_ptr=f32, em_ptr=f32, ev_ptr=f32, w_ptr=f32, w_value=0.0,
+                                loss_ptr=f32, mean_ptr=f32, var_ptr=f32, aux_ptr=f32, C=C, SPLIT=fwd["split"],
+                                HAS_W_PTR=True, BLOCK_SP=block_sp, BLOCK_C=block_c, ACC=tl.float32),
+                           _NUM_WARPS, None, f"BLOCK_SP={block_sp} BLOCK_C={block_c} w={_NUM_WARPS}", shape),
+                    Launch(_bn_stats_loss_bwd_kernel,
+                           dict(x_ptr=Ptr(dt), dx_ptr=Ptr(dt), go_ptr=f32, mean_ptr=f32, aux_ptr=f32, **view,
+                                UNITS=bwd["units"], UNITS_PER_PROG=bwd["units_per_prog"], S_BLOCKS=bwd["s_blocks"],
+                                CHANNELS_LAST=cl, BLOCK_R=bwd["block_r"], BLOCK_K=bwd["block_k"], ACC=tl.float32),
+                           _NUM_WARPS, None,
+                           f"{dt} {'CL' if cl else 'NCHW'} BLOCK_R={bwd['block_r']} BLOCK_K={bwd['block_k']} "
+                           f"w={_NUM_WARPS}", shape),
+                ]
+    return launches

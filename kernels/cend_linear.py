@@ -29,7 +29,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import FLOAT_DTYPES, INTERPRET, acc_dtype, check_device, check_dtype, sm_count, tl_dtype
+from .shared import (AOT_CLASSES, AOT_GEN_BATCH, FLOAT_DTYPES, INTERPRET, Launch, Ptr, acc_dtype, check_device,
+                     check_dtype, dtype_name, sm_count, tl_dtype)
 
 # --- constants ---------------------------------------------------------------------------------------------
 
@@ -40,8 +41,8 @@ from .shared import FLOAT_DTYPES, INTERPRET, acc_dtype, check_device, check_dtyp
 # won a race of timings) and would time a new shape during a CUDA-graph capture, which breaks the capture.
 # The forward's and dW's Philox regeneration work scales with O / BLOCK_O (the dot work does not), so the
 # tensor-core configs favour wide output blocks with a thin input block; fp32 "ieee" dots run on the FMA
-# units and hold the whole accumulator in registers, so their blocks are smaller. ``python -m
-# fastcae.kernels.check`` compiles every one of them for sm_80 and sm_90 and fails on any spill.
+# units and hold the whole accumulator in registers, so their blocks are smaller. ``tools/kernel_check.py``
+# compiles every one of them (``aot_launches``) for sm_80 and sm_90 and fails on any spill.
 _INTERP_CFG = dict(BLOCK_B=32, BLOCK_O=32, BLOCK_D=16)
 _FP64_CFG = dict(BLOCK_B=32, BLOCK_O=64, BLOCK_D=16, num_warps=4, num_stages=2)  # fp64 (gradcheck) only
 _STATS_CFG = dict(BLOCK_B=64, BLOCK_D=16, num_warps=4)
@@ -345,13 +346,19 @@ def _dot_precision(weight: Tensor) -> str:
     return "ieee"
 
 
-def _upcast_dot(weight: Tensor) -> bool:
-    return INTERPRET and weight.dtype == torch.bfloat16
+def _upcast_dot(dtype: torch.dtype) -> bool:
+    return INTERPRET and dtype == torch.bfloat16
+
+
+def _config_family(dtype: torch.dtype, precision: str) -> str:
+    """Which config family a dot of ``dtype`` weights at ``precision`` takes: "ieee_fp32" (FMA) or
+    "tensor_core" (tf32, bf16, fp16)."""
+    return "ieee_fp32" if dtype == torch.float32 and precision == "ieee" else "tensor_core"
 
 
 def _config_class(weight: Tensor) -> str:
-    """Which config family a weight's dot takes: "ieee_fp32" (FMA) or "tensor_core" (tf32, bf16, fp16)."""
-    return "ieee_fp32" if weight.dtype == torch.float32 and _dot_precision(weight) == "ieee" else "tensor_core"
+    """The config family of ``weight``'s dot (``_config_family``)."""
+    return _config_family(weight.dtype, _dot_precision(weight))
 
 
 def _launch_wide_o(kernel, grid, B: int, O: int, weight: Tensor, *args, **meta):
@@ -364,13 +371,22 @@ def _launch_wide_o(kernel, grid, B: int, O: int, weight: Tensor, *args, **meta):
     kernel[grid(cfg)](*args, **meta, **cfg)
 
 
-def _o_splits(programs: int, n_blocks_o: int, device: torch.device) -> int:
-    """How many O splits give the dgamma/dbeta kernel about two waves of programs."""
+def _o_splits(programs: int, n_blocks_o: int, n_sm: int) -> int:
+    """How many O splits give the dgamma/dbeta kernel about two waves of programs on ``n_sm`` SMs."""
     if INTERPRET:
         target = 2 * programs  # exercise the split path in the tests
     else:
-        target = 2 * sm_count(device)
+        target = 2 * n_sm
     return max(1, min(n_blocks_o, triton.cdiv(target, programs)))
+
+
+def _bn_grid(B: int, D: int, O: int, cfg: dict, n_sm: int) -> tuple[int, int, int, int]:
+    """``(n_b, n_d, n_split, o_per_split)``: the dgamma/dbeta kernel's grid ``(n_b, n_d, n_split)`` at block
+    config ``cfg`` on ``n_sm`` SMs, each O split ``o_per_split`` columns wide."""
+    n_b, n_d = triton.cdiv(B, cfg["BLOCK_B"]), triton.cdiv(D, cfg["BLOCK_D"])
+    n_blocks_o = triton.cdiv(O, cfg["BLOCK_O"])
+    blocks_per_split = triton.cdiv(n_blocks_o, _o_splits(n_b * n_d, n_blocks_o, n_sm))
+    return n_b, n_d, triton.cdiv(n_blocks_o, blocks_per_split), blocks_per_split * cfg["BLOCK_O"]
 
 
 def _check_inputs(embeddings, targets, source_ids, magnitudes, scale, noise_state, bn_weight, bn_bias, weight, bias):
@@ -453,7 +469,7 @@ def cend_linear_forward(
         noise_state, float(eps), B, D, O,
         emb.stride(0), mag.stride(0), weight.stride(0), weight.stride(1), out.stride(0),
         MAG_PER_DIM=mag_per_dim, HAS_BIAS=bias is not None, ACC=acc, DOT_PRECISION=_dot_precision(weight),
-        UPCAST_DOT=_upcast_dot(weight),
+        UPCAST_DOT=_upcast_dot(weight.dtype),
     )
     return out, mean, var
 
@@ -480,18 +496,15 @@ def cend_linear_backward(
     bias_dtype = weight.dtype if bias_dtype is None else bias_dtype
     if need_bn:
         cfg = dict(_INTERP_CFG) if INTERPRET else _bn_config(_config_class(weight))
-        n_b, n_d = triton.cdiv(B, cfg["BLOCK_B"]), triton.cdiv(D, cfg["BLOCK_D"])
-        n_blocks_o = triton.cdiv(O, cfg["BLOCK_O"])
-        blocks_per_split = triton.cdiv(n_blocks_o, _o_splits(n_b * n_d, n_blocks_o, dev))
-        n_split = triton.cdiv(n_blocks_o, blocks_per_split)
+        n_b, n_d, n_split, o_per_split = _bn_grid(B, D, O, cfg, sm_count(dev))
         dgamma_part = torch.empty((n_split * n_b, D), device=dev, dtype=mean.dtype)
         dbeta_part = torch.empty((n_split * n_b, D), device=dev, dtype=mean.dtype)
         _cend_linear_bwd_bn_kernel[(n_b, n_d, n_split)](
             dgamma_part, dbeta_part, grad_out, emb, tgt, src, mag, scale, mean, var, weight,
-            noise_state, float(eps), B, D, O, blocks_per_split * cfg["BLOCK_O"],
+            noise_state, float(eps), B, D, O, o_per_split,
             emb.stride(0), mag.stride(0), weight.stride(0), weight.stride(1), grad_out.stride(0),
             grad_out.stride(1),
-            MAG_PER_DIM=mag_per_dim, ACC=acc, DOT_PRECISION=precision, UPCAST_DOT=_upcast_dot(weight), **cfg,
+            MAG_PER_DIM=mag_per_dim, ACC=acc, DOT_PRECISION=precision, UPCAST_DOT=_upcast_dot(weight.dtype), **cfg,
         )
         d_bn_weight = dgamma_part.sum(0).to(bn_weight.dtype)
         d_bn_bias = dbeta_part.sum(0).to(bn_bias.dtype)
@@ -507,7 +520,7 @@ def cend_linear_backward(
             d_weight, d_bias, grad_out, emb, tgt, src, mag, scale, mean, var, bn_weight, bn_bias,
             noise_state, float(eps), B, D, O,
             emb.stride(0), mag.stride(0), grad_out.stride(0), grad_out.stride(1),
-            MAG_PER_DIM=mag_per_dim, ACC=acc, DOT_PRECISION=precision, UPCAST_DOT=_upcast_dot(weight),
+            MAG_PER_DIM=mag_per_dim, ACC=acc, DOT_PRECISION=precision, UPCAST_DOT=_upcast_dot(weight.dtype),
         )
     else:
         d_weight.zero_()
@@ -645,3 +658,57 @@ def cend_linear(
             running_mean.mul_(1.0 - momentum).add_(mean.to(running_mean.dtype), alpha=momentum)
             running_var.mul_(1.0 - momentum).add_((var * (n / (n - 1))).to(running_var.dtype), alpha=momentum)
     return h
+
+
+# --- ahead-of-time launches ----------------------------------------------------------------------------------
+
+_AOT_TEXT_DIMS = (512, 384)  # the embeddings' width: CLIP ViT-B/32, all-MiniLM-L6-v2
+_AOT_OUT = 2 * 64 * 8 * 8  # the generator's first Linear at 32x32, ngf = 64: 2 ngf * (H/4) * (W/4)
+# (weight dtype, dot precision): fp32 weights take "ieee" by default, "tf32" when the user allows TF32 matmuls
+# (_dot_precision)
+_AOT_WEIGHTS = ((torch.float32, "ieee"), (torch.float32, "tf32"), (torch.bfloat16, "ieee"))
+
+
+def aot_launches(n_sm: int) -> list[Launch]:
+    """The launches of ``cend_linear_forward`` and ``cend_linear_backward`` on a GPU of ``n_sm`` SMs, at the
+    generator step's batch (``shared.AOT_*``) for each embedding width, class count and weight dtype and
+    precision, with per-source magnitudes [N] and a bias: for ``tools/kernel_check.py``, which compiles them
+    ahead of time."""
+    launches = []
+    B, O = AOT_GEN_BATCH, _AOT_OUT
+    f32, i64 = Ptr("fp32"), Ptr("i64")
+    for D in _AOT_TEXT_DIMS:
+        for n_cls in AOT_CLASSES:
+            shape = f"B={B} D={D} O={O} classes={n_cls}"
+            cend = dict(emb_ptr=f32, tgt_ptr=i64, src_ptr=i64, mag_ptr=f32, scale_ptr=f32, noise_state_ptr=i64,
+                        B=B, D=D, stride_ec=D, stride_mn=1, MAG_PER_DIM=False)  # magnitudes [N]: stride 1
+            stats = dict(_STATS_CFG)
+            nw = stats.pop("num_warps")
+            launches.append(Launch(_cend_linear_stats_kernel, dict(cend, mean_ptr=f32, var_ptr=f32, ACC=tl.float32,
+                                                                    **stats),
+                                   nw, None, " ".join(f"{k}={v}" for k, v in stats.items()) + f" w={nw}", shape))
+            for dtype, precision in _AOT_WEIGHTS:
+                wdt, w = dtype_name(dtype), Ptr(dtype_name(dtype))
+                norm = dict(mean_ptr=f32, var_ptr=f32, gamma_ptr=f32, beta_ptr=f32, eps=1e-5, O=O, ACC=tl.float32,
+                            DOT_PRECISION=precision, UPCAST_DOT=_upcast_dot(dtype))
+                fwd = dict(cend, **norm, out_ptr=w, w_ptr=w, bias_ptr=w, stride_wo=D, stride_wd=1, stride_hb=O,
+                           HAS_BIAS=True)
+                bwd_w = dict(cend, **norm, dw_ptr=w, dbias_ptr=w, dh_ptr=w, stride_gb=O, stride_go=1)
+                family = _config_family(dtype, precision)
+                for kernel, args in ((_cend_linear_fwd_kernel, fwd), (_cend_linear_bwd_w_kernel, bwd_w)):
+                    c = _wide_o_config(B, O, family)
+                    nw, ns = c.pop("num_warps"), c.pop("num_stages")
+                    launches.append(Launch(kernel, dict(args, **c), nw, ns,
+                                           f"{wdt} {precision} " + " ".join(f"{k}={v}" for k, v in c.items())
+                                           + f" w={nw} s={ns}", shape))
+                cfg = _bn_config(family)
+                nw, ns = cfg.pop("num_warps"), cfg.pop("num_stages")
+                o_per_split = _bn_grid(B, D, O, cfg, n_sm)[3]
+                launches.append(Launch(_cend_linear_bwd_bn_kernel,
+                                       dict(cend, dgamma_part_ptr=f32, dbeta_part_ptr=f32, dh_ptr=w, mean_ptr=f32,
+                                            var_ptr=f32, w_ptr=w, eps=1e-5, O=O, o_per_split=o_per_split,
+                                            stride_wo=D, stride_wd=1, stride_gb=O, stride_go=1, ACC=tl.float32,
+                                            DOT_PRECISION=precision, UPCAST_DOT=_upcast_dot(dtype), **cfg),
+                                       nw, ns, f"{wdt} {precision} " + " ".join(f"{k}={v}" for k, v in cfg.items())
+                                       + f" w={nw} s={ns}", shape))
+    return launches

@@ -34,7 +34,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import FLOAT_DTYPES, INTERPRET, acc_dtype, check_device, check_dtype, div_rn, sm_count, tl_dtype
+from .shared import (AOT_BATCHES, AOT_CLASSES, AOT_DTYPES, FLOAT_DTYPES, INTERPRET, Launch, Ptr, acc_dtype,
+                     check_device, check_dtype, div_rn, dtype_name, sm_count, tl_dtype)
 
 # --- constants -------------------------------------------------------------------------------------------
 
@@ -335,18 +336,28 @@ def _unit_col(x: Tensor) -> Tensor:
     return x if x.stride(1) == 1 else x.contiguous()
 
 
-def _launch_config(B: int, C: int, device: torch.device) -> tuple[int, int, int]:
-    """(ROWS, BLOCK_C, num_warps): a whole row per block when C <= _MAX_BLOCK_C; several rows per program
-    when rows are short, but not so many that the grid leaves SMs idle (about two programs per SM)."""
+def _launch_config(B: int, C: int, n_sm: int) -> tuple[int, int, int]:
+    """(ROWS, BLOCK_C, num_warps) on a device of ``n_sm`` SMs: a whole row per block when C <= _MAX_BLOCK_C;
+    several rows per program when rows are short, but not so many that the grid leaves SMs idle (about two
+    programs per SM)."""
     block_c = min(triton.next_power_of_2(C), _MAX_BLOCK_C)
     rows = max(1, _TILE_ELEMS // block_c)  # 1 when block_c >= _TILE_ELEMS: one (long) row per program
     if not INTERPRET:
-        n_sm = sm_count(device)
         rows_for_grid = max(1, B // (2 * n_sm))
         rows = min(rows, 1 << (rows_for_grid.bit_length() - 1))  # largest power of two <= B / (2 SMs)
     rows = min(rows, triton.next_power_of_2(B))
     num_warps = 8 if rows * block_c >= 2048 else (4 if rows * block_c >= 512 else 2)
     return rows, block_c, num_warps
+
+
+def _term_flags(kd_weight: float, adv_weight: float, ce_weight: float) -> dict:
+    """The kernels' constexpr flags: a term whose weight is 0.0 is compiled out."""
+    return dict(HAS_KD=kd_weight != 0.0, HAS_ADV=adv_weight != 0.0, HAS_CE=ce_weight != 0.0, IGNORE=IGNORE_INDEX)
+
+
+def _reduce_block(B: int) -> int:
+    """BLOCK_B of the one-program reduce kernel."""
+    return min(triton.next_power_of_2(B), 1024)
 
 
 def logit_loss_forward(
@@ -374,15 +385,15 @@ def logit_loss_forward(
     stats = torch.empty((N_STATS, B), dtype=acc, device=t.device)
     loss = torch.empty((), dtype=acc, device=t.device)
     n_valid = torch.empty((1,), dtype=acc, device=t.device)
-    flags = dict(HAS_KD=kd_weight != 0.0, HAS_ADV=adv_weight != 0.0, HAS_CE=ce_weight != 0.0, IGNORE=IGNORE_INDEX)
-    rows, block_c, num_warps = config or _launch_config(B, C, t.device)
+    flags = _term_flags(kd_weight, adv_weight, ce_weight)
+    rows, block_c, num_warps = config or _launch_config(B, C, sm_count(t.device))
     _logit_loss_fwd_kernel[(triton.cdiv(B, rows),)](
         t, s, targets, stats, B, C, t.stride(0), s.stride(0), float(temperature),
         **flags, ROWS=rows, BLOCK_C=block_c, ACC=tl_acc, num_warps=num_warps,
     )
     _logit_loss_reduce_kernel[(1,)](
         stats, targets, loss, n_valid, B, float(temperature), float(kd_weight), float(adv_weight), float(ce_weight),
-        **flags, BLOCK_B=min(triton.next_power_of_2(B), 1024), ACC=tl_acc, num_warps=4,
+        **flags, BLOCK_B=_reduce_block(B), ACC=tl_acc, num_warps=4,
     )
     return loss, stats, n_valid
 
@@ -415,14 +426,13 @@ def logit_loss_backward(
     ds = torch.empty((B, C), dtype=s.dtype, device=s.device) if need_student_grad else s.new_empty((0,))
     if not (need_teacher_grad or need_student_grad):
         return dt, ds
-    rows, block_c, num_warps = config or _launch_config(B, C, t.device)
+    rows, block_c, num_warps = config or _launch_config(B, C, sm_count(t.device))
     _logit_loss_bwd_kernel[(triton.cdiv(B, rows),)](
         t, s, targets, stats, n_valid, grad_output,
         dt if need_teacher_grad else t, ds if need_student_grad else s,  # dummies are never written
         B, C, t.stride(0), s.stride(0), C, C,
         float(temperature), float(kd_weight), float(adv_weight), float(ce_weight),
-        HAS_KD=kd_weight != 0.0, HAS_ADV=adv_weight != 0.0, HAS_CE=ce_weight != 0.0,
-        NEED_DT=need_teacher_grad, NEED_DS=need_student_grad, IGNORE=IGNORE_INDEX,
+        **_term_flags(kd_weight, adv_weight, ce_weight), NEED_DT=need_teacher_grad, NEED_DS=need_student_grad,
         ROWS=rows, BLOCK_C=block_c, ACC=tl_dtype(stats.dtype), num_warps=num_warps,
     )
     return dt, ds
@@ -529,3 +539,47 @@ def logit_loss(
         float(ce_weight),
     )
     return loss
+
+
+# --- ahead-of-time launches ------------------------------------------------------------------------------
+
+# The calls of a CIFAR run, as (kd, adv, ce weights, teacher gradient?, student gradient?): the student
+# step's KD; the generator step's CE (warm-up: the student's logits are the teacher's, detached) and its
+# adversarial + CE.
+_AOT_CALLS = (((1.0, 0.0, 0.0), False, True), ((0.0, 0.0, 0.5), True, False), ((0.0, 1.33, 0.5), True, True))
+
+
+def aot_launches(n_sm: int) -> list[Launch]:
+    """The launches of ``logit_loss_forward`` and ``logit_loss_backward`` on a GPU of ``n_sm`` SMs, at CIFAR
+    shapes (``shared.AOT_*``) and ``_AOT_CALLS``: for ``tools/kernel_check.py``, which compiles them ahead of
+    time. Row-major logits, as the launchers make them."""
+    launches = []
+    for dtype in AOT_DTYPES:
+        dt = dtype_name(dtype)
+        for B in AOT_BATCHES:
+            for C in AOT_CLASSES:
+                rows, block_c, nw = _launch_config(B, C, n_sm)
+                for (kd, adv, ce), need_dt, need_ds in _AOT_CALLS:
+                    flags = _term_flags(kd, adv, ce)
+                    weights = dict(kd_weight=kd, adv_weight=adv, ce_weight=ce)
+                    tag = "+".join(k[4:] for k, v in flags.items() if k.startswith("HAS_") and v)
+                    shape = f"B={B} C={C}"
+                    cfg = f"{dt} {tag} ROWS={rows} BLOCK_C={block_c} w={nw}"
+                    common = dict(t_ptr=Ptr(dt), s_ptr=Ptr(dt), y_ptr=Ptr("i64"), stats_ptr=Ptr("fp32"), B=B, C=C,
+                                  stride_t=C, stride_s=C, temperature=20.0, **flags, ROWS=rows, BLOCK_C=block_c,
+                                  ACC=tl.float32)
+                    block_b = _reduce_block(B)
+                    dirs = "+".join(n for n, on in (("dt", need_dt), ("ds", need_ds)) if on)
+                    launches += [
+                        Launch(_logit_loss_fwd_kernel, common, nw, None, cfg, shape),
+                        Launch(_logit_loss_reduce_kernel,
+                               dict(stats_ptr=Ptr("fp32"), y_ptr=Ptr("i64"), loss_ptr=Ptr("fp32"),
+                                    nvalid_ptr=Ptr("fp32"), B=B, temperature=20.0, **weights, **flags,
+                                    BLOCK_B=block_b, ACC=tl.float32),
+                               4, None, f"{tag} BLOCK_B={block_b} w=4", shape),
+                        Launch(_logit_loss_bwd_kernel,
+                               dict(common, nvalid_ptr=Ptr("fp32"), go_ptr=Ptr("fp32"), dt_ptr=Ptr(dt), ds_ptr=Ptr(dt),
+                                    stride_dt=C, stride_ds=C, **weights, NEED_DT=need_dt, NEED_DS=need_ds),
+                               nw, None, f"{cfg} {dirs}", shape),
+                    ]
+    return launches

@@ -10,6 +10,10 @@
 - **Input checks**: ``check_dtype`` and ``check_device`` raise ``UnsupportedTensorError`` with one message
   shape, ``"<op>: <name> must be <what is supported>; <what it got> is not supported"``, for a tensor whose
   dtype or device a kernel cannot take. ``FLOAT_DTYPES`` are the floating dtypes every kernel takes.
+- **Launch descriptions** for the ahead-of-time compile check (``tools/kernel_check.py``, outside the
+  package): every op module's ``aot_launches(n_sm)`` returns the launches (``Launch``, with ``Ptr`` for a
+  pointer argument) its launchers make on a GPU of ``n_sm`` SMs at the shapes of a CIFAR run (``AOT_*``),
+  from its own launch rules, so the check restates none.
 - **Round-to-nearest division and square root** for the loss scaling and normalisation. On a GPU, Triton
   compiles fp32 ``a / b`` and ``tl.sqrt`` to approximate instructions (``div.full.f32``, up to 2 ulp;
   ``sqrt.approx.f32``). Where a loss is scaled or normalised (KD's ``w / z`` next to a cancelling
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import functools
 import os
+from dataclasses import dataclass
 
 import torch
 import triton
@@ -92,8 +97,13 @@ class UnsupportedTensorError(TypeError, ValueError):
     shared. ``fastcae.ops`` passes both to the caller (bad input) instead of falling back to the reference."""
 
 
+def dtype_name(dtype: torch.dtype) -> str:
+    """The short name of a floating dtype ("fp32", "bf16", ...), Triton's name for its pointer element type."""
+    return _DTYPE_NAMES.get(dtype, str(dtype).removeprefix("torch."))
+
+
 def _names(dtypes) -> str:
-    names = [_DTYPE_NAMES.get(d, str(d).removeprefix("torch.")) for d in dtypes]
+    names = [dtype_name(d) for d in dtypes]
     return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
 
 
@@ -114,6 +124,37 @@ def check_device(op: str, name: str, tensor: Tensor, reference: str) -> None:
             f"{op}: {name} must be a CUDA tensor (or a CPU tensor with TRITON_INTERPRET=1); {tensor.device} is "
             f"not supported (use {reference} there)"
         )
+
+
+# --- launch descriptions (the ahead-of-time compile check) ---------------------------------------------
+
+# The shapes of a CIFAR run that every op module describes its launches at (each adds its own: feature
+# width, BN inputs, embedding width): both steps' batches, 10 to 1000 classes, fp32 and bf16 inputs.
+AOT_GEN_BATCH, AOT_STUDENT_BATCH = 400, 512  # DistillConfig.synth_batch_size, .student_batch_size
+AOT_BATCHES = (AOT_GEN_BATCH, AOT_STUDENT_BATCH)
+AOT_CLASSES = (10, 100, 1000)
+AOT_DTYPES = (torch.float32, torch.bfloat16)
+
+
+@dataclass(frozen=True)
+class Ptr:
+    """A pointer argument to a tensor of element type ``ty`` (Triton's name: fp32, bf16, i64, ...), allocated
+    by torch (16-byte aligned)."""
+
+    ty: str
+
+
+@dataclass
+class Launch:
+    """One launch a launcher makes: the ``@triton.jit`` function, every kernel argument by name (``Ptr``, int,
+    float, or the constexpr value) and the launch options, as the JIT would get them."""
+
+    kernel: object  # the @triton.jit function
+    args: dict
+    num_warps: int
+    num_stages: int | None  # None: Triton's default (the launcher passes none)
+    config: str  # what the launcher chose (block sizes, flags), for the check's table
+    shape: str  # the problem it was chosen for
 
 
 # --- round-to-nearest arithmetic -------------------------------------------------------------------------

@@ -33,7 +33,8 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import FLOAT_DTYPES, INTERPRET, acc_dtype, check_device, check_dtype, div_rn, sm_count, tl_dtype
+from .shared import (AOT_BATCHES, AOT_DTYPES, FLOAT_DTYPES, INTERPRET, Launch, Ptr, acc_dtype, check_device,
+                     check_dtype, div_rn, dtype_name, sm_count, tl_dtype)
 
 # --- constants -------------------------------------------------------------------------------------------
 
@@ -231,17 +232,26 @@ def _is_integer(dtype: torch.dtype) -> bool:
     return not (dtype.is_floating_point or dtype.is_complex or dtype == torch.bool)
 
 
-def _dot_precision(z: Tensor) -> str:
+def _dot_precision(dtype: torch.dtype) -> str:
     # Only fp32 operands read it; fp64 dots must be "ieee".
-    return FP32_DOT_PRECISION if z.dtype == torch.float32 else "ieee"
+    return FP32_DOT_PRECISION if dtype == torch.float32 else "ieee"
 
 
-def _upcast_dot(z: Tensor) -> bool:
-    return INTERPRET and z.dtype == torch.bfloat16  # see _dot
+def _upcast_dot(dtype: torch.dtype) -> bool:
+    return INTERPRET and dtype == torch.bfloat16  # see _dot
 
 
-def _launch_config(B: int, d: int, dtype: torch.dtype, device: torch.device) -> tuple[int, int, int, int]:
-    """(BLOCK_M, BLOCK_N, D_PAD, num_warps).
+def _split_g(dtype: torch.dtype) -> bool:
+    return dtype in (torch.bfloat16, torch.float16)  # see _supcon_bwd_kernel's SPLIT_G
+
+
+def _reduce_block(B: int) -> int:
+    """BLOCK_B of the one-program reduce kernel."""
+    return min(triton.next_power_of_2(B), 1024)
+
+
+def _launch_config(B: int, d: int, dtype: torch.dtype, n_sm: int) -> tuple[int, int, int, int]:
+    """(BLOCK_M, BLOCK_N, D_PAD, num_warps) for ``z [B, d]`` of ``dtype`` on a device of ``n_sm`` SMs.
 
     On a GPU: the largest anchor block that still gives every SM a program (B = 4096 -> 32 rows, 128
     programs), among the tiles that compile without register spills on sm_90 at 8 warps (ptxas, triton 3.8;
@@ -254,7 +264,6 @@ def _launch_config(B: int, d: int, dtype: torch.dtype, device: torch.device) -> 
         return 32, 32, d_pad, 4
     if dtype == torch.float64:  # a test path; fp64 has no tensor cores
         return 16, 16, d_pad, 4
-    n_sm = sm_count(device)
     if dtype == torch.float32:
         tiles = ((32, 64), (16, 64)) if d_pad <= 128 else ((16, 32),)
     else:
@@ -285,17 +294,18 @@ def supcon_loss_forward(
     stats = torch.empty((N_STATS, B), dtype=acc, device=z.device)
     loss = torch.empty((), dtype=acc, device=z.device)
     n_anchor = torch.empty((1,), dtype=acc, device=z.device)
-    block_m, block_n, d_pad, num_warps = _launch_config(B, d, z.dtype, z.device)
+    block_m, block_n, d_pad, num_warps = _launch_config(B, d, z.dtype, sm_count(z.device))
     if config is not None:
         block_m, block_n, num_warps = config
     _supcon_fwd_kernel[(triton.cdiv(B, block_m),)](
         z, labels, stats, B, d, z.stride(0), float(temperature),
-        BLOCK_M=block_m, BLOCK_N=block_n, D_PAD=d_pad, DOT_PRECISION=_dot_precision(z), UPCAST_DOT=_upcast_dot(z),
+        BLOCK_M=block_m, BLOCK_N=block_n, D_PAD=d_pad, DOT_PRECISION=_dot_precision(z.dtype),
+        UPCAST_DOT=_upcast_dot(z.dtype),
         ACC=tl_acc,
         num_warps=num_warps,
     )
     _supcon_reduce_kernel[(1,)](
-        stats, loss, n_anchor, B, BLOCK_B=min(triton.next_power_of_2(B), 1024), ACC=tl_acc, num_warps=4,
+        stats, loss, n_anchor, B, BLOCK_B=_reduce_block(B), ACC=tl_acc, num_warps=4,
     )
     return loss, stats, n_anchor
 
@@ -320,13 +330,14 @@ def supcon_loss_backward(
             f"supcon_loss_backward: stats {tuple(stats.shape)} / n_anchor {tuple(n_anchor.shape)} do not match B={B}"
         )
     dz = torch.empty_like(z, memory_format=torch.contiguous_format)
-    block_m, block_n, d_pad, num_warps = _launch_config(B, d, z.dtype, z.device)
+    block_m, block_n, d_pad, num_warps = _launch_config(B, d, z.dtype, sm_count(z.device))
     if config is not None:
         block_m, block_n, num_warps = config
     _supcon_bwd_kernel[(triton.cdiv(B, block_m),)](
         z, labels, stats, n_anchor, grad_output, dz, B, d, z.stride(0), dz.stride(0), float(temperature),
-        BLOCK_M=block_m, BLOCK_N=block_n, D_PAD=d_pad, DOT_PRECISION=_dot_precision(z), UPCAST_DOT=_upcast_dot(z),
-        SPLIT_G=z.dtype in (torch.bfloat16, torch.float16), ACC=tl_dtype(acc_dtype(z)),
+        BLOCK_M=block_m, BLOCK_N=block_n, D_PAD=d_pad, DOT_PRECISION=_dot_precision(z.dtype),
+        UPCAST_DOT=_upcast_dot(z.dtype),
+        SPLIT_G=_split_g(z.dtype), ACC=tl_dtype(acc_dtype(z)),
         num_warps=num_warps,
     )
     return dz
@@ -388,3 +399,37 @@ def supcon_loss(z: Tensor, labels: Tensor, temperature: float = 0.1) -> Tensor:
     """
     loss, _, _ = _supcon_op(z, labels, float(temperature))
     return loss
+
+
+# --- ahead-of-time launches ------------------------------------------------------------------------------
+
+_AOT_DIM = 128  # DistillConfig.cncl_dim: the projection head's width
+
+
+def aot_launches(n_sm: int) -> list[Launch]:
+    """The launches of ``supcon_loss_forward`` and ``supcon_loss_backward`` on a GPU of ``n_sm`` SMs, at CIFAR
+    shapes (``shared.AOT_*``, ``d = _AOT_DIM``): for ``tools/kernel_check.py``, which compiles them ahead of
+    time. Row-major ``z`` and ``dz``, as the launchers make them."""
+    launches = []
+    d = _AOT_DIM
+    for dtype in AOT_DTYPES:
+        dt, precision = dtype_name(dtype), _dot_precision(dtype)
+        for B in AOT_BATCHES:
+            bm, bn, d_pad, nw = _launch_config(B, d, dtype, n_sm)
+            shape = f"B={B} d={d}"
+            cfg = f"{dt} {precision} BLOCK_M={bm} BLOCK_N={bn} D_PAD={d_pad} w={nw}"
+            common = dict(z_ptr=Ptr(dt), lab_ptr=Ptr("i64"), stats_ptr=Ptr("fp32"), B=B, d=d, stride_z=d,
+                          temperature=0.1, BLOCK_M=bm, BLOCK_N=bn, D_PAD=d_pad, DOT_PRECISION=precision,
+                          UPCAST_DOT=_upcast_dot(dtype), ACC=tl.float32)
+            block_b = _reduce_block(B)
+            split_g = _split_g(dtype)
+            launches += [
+                Launch(_supcon_fwd_kernel, common, nw, None, cfg, shape),
+                Launch(_supcon_reduce_kernel,
+                       dict(stats_ptr=Ptr("fp32"), loss_ptr=Ptr("fp32"), nanchor_ptr=Ptr("fp32"), B=B, BLOCK_B=block_b,
+                            ACC=tl.float32), 4, None, f"BLOCK_B={block_b} w=4", shape),
+                Launch(_supcon_bwd_kernel,
+                       dict(common, nanchor_ptr=Ptr("fp32"), go_ptr=Ptr("fp32"), dz_ptr=Ptr(dt), stride_dz=d,
+                            SPLIT_G=split_g), nw, None, cfg + (" SPLIT_G" if split_g else ""), shape),
+            ]
+    return launches
