@@ -151,7 +151,8 @@ class DistillConfig:
     compile: bool | str | None = None
     # "bf16": the generator, teacher and student forwards run under bf16 autocast (weights, optimiser states,
     # loss reductions and BN statistics stay fp32; the fused kernels take bf16 activations); "fp32"; None =
-    # auto: bf16 on a CUDA GPU that supports it, fp32 elsewhere (CPU bf16 is supported, and slower on most CPUs)
+    # auto: bf16 on a CUDA GPU that supports it; on a CPU, bf16 in a planned run where the CPU computes it
+    # natively and the run's steps measure faster in it (fastcae.plan.bf16_pays), else fp32
     precision: str | None = None
     # the teacher, student and generator in NHWC (channels_last) memory: cuDNN's and oneDNN's fastest convolutions
     # want it. None = auto: on CUDA, and on a CPU whose torch has oneDNN (measured there on 2 cores: steps 1.1-3.5x

@@ -18,7 +18,7 @@ The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% o
   fell on five of six cases (resnet8-colour-rot32 8.2 -> 3.6 points, resnet8-turned20 7.7 -> 3.0) and rose
   on none by more than its seed spread; at 240 s the cases moved within their spread, and MobileNetV3 rose
   from 65.9 to 70.9% on the same teacher (the other cases' teachers were retrained between the two runs;
-  ``benchmarks/results/fidelity-share-2026-12-02.json``, README "Fidelity");
+  ``benchmarks/results/fidelity-share-2026-12-02.json``, docs/fidelity.md);
 - about ``TARGET_EPOCHS`` post-warm-up epochs, so the per-epoch cosine is smooth, each of at least
   ``MIN_EPOCH_STEPS`` and at most ``MAX_EPOCH_STEPS`` (NAYER's 400) student steps;
 - the student batch: the largest of ``STUDENT_BATCHES`` that still gets ``STUDENT_STEPS_WANTED`` steps, else
@@ -193,13 +193,20 @@ def explicit_schedule(preset, config, options: dict) -> bool:
 BN_REFERENCE = 30.0  # see bn_noise_level: the BN-term scale at which the suite's teachers became class-conditional
 # DeepInversion's first_bn_multiplier. In a deep teacher the first layer's term is a few percent of the sum
 # (MobileNetV3: 3% on noise); x10 raised its 240 s students from 84.2% to 88.9% (five seeds) and left the other
-# fidelity cases as they were (README, Fidelity)
+# fidelity cases as they were (docs/fidelity.md)
 FIRST_BN_WEIGHT = 10.0
 # The persistent cae generator's Adam rate in a planned CPU run, where it is 16 or 32 wide (cpu_generator_width)
 # and gets a few thousand steps in the budget. 0.01 against NAYER's 0.004 raised MobileNetV3's students from
 # 91.3% to 93.0% at 240 s (five seeds) and from 87.0% to 90.4% at 60 s, and left the other five fidelity cases
-# within their seed spread at both budgets (README, Fidelity)
+# within their seed spread at both budgets (docs/fidelity.md)
 CPU_LR_G = 0.01
+# CEND's noise magnitude (relative to the embeddings' rms) in a planned cae run: twice the default of 1. At 1 the
+# persistent generator learns to ignore the noise, and on natural images each class collapsed to one picture
+# with small variations (within-class pixel std 0.05; a public CIFAR-10 ResNet-56 -> ResNet-20 student reached
+# 18.5% at 200 s, 2 CPU cores, seeds 0-1). At 2: 0.10-0.15 and 32.4% (34.9, 29.9), and 36.0% against 28.8% at
+# 600 s. 3 and 5 gave 27.8% and 34.7% (one seed each; at 3 the pictures of different classes looked alike);
+# a pixel-distance or teacher-feature diversity loss instead, 21-26% (docs/natural-images.md)
+PLANNED_NOISE = 2.0
 
 
 @torch.no_grad()
@@ -236,6 +243,8 @@ def synthesis_defaults(cfg: DistillConfig, given: set[str], image_shape, device,
     - ``bn_weight``: NAYER's 10 scaled by ``BN_REFERENCE / bn_noise_level(teacher)`` (with that first-layer
       weight), so the BN term weighs the same against the cross-entropy whatever the teacher's depth and
       statistics;
+    - ``noise_magnitudes``: for ``cae``, ``PLANNED_NOISE`` for every source, so the generator cannot ignore its
+      noise and collapse each class to one picture;
     - ``lr_g``: for ``cae`` on a CPU ``CPU_LR_G``, 2.5x NAYER's 0.004 (see there); NAYER's on a GPU, where it
       is unmeasured, and for ``nayer`` (a fresh Adam every batch) and ``fast`` (its meta-step is already
       ``lr_g`` x generator steps): at 0.01 ``nayer`` lost MobileNetV3 points and ``fast`` gained none."""
@@ -256,6 +265,8 @@ def synthesis_defaults(cfg: DistillConfig, given: set[str], image_shape, device,
             out["generator_width"] = 32 if min(image_shape[1:]) < 32 else 64
     if "lr_g" not in given and cfg.paradigm == "cae" and on_cpu:
         out["lr_g"] = CPU_LR_G
+    if cfg.paradigm == "cae" and not given & {"noise_magnitudes", "noise_magnitudes_end"}:
+        out["noise_magnitudes"] = (PLANNED_NOISE,) * len(cfg.noise_sources)
     return out
 
 
@@ -266,7 +277,7 @@ def cpu_generator_width(image_shape) -> int:
     forward and backward. At 32 px and width 32 the generator was 55 of MobileNetV3's 90 ms step; at width 16
     the step took 25-31% less, a 60 s run kept 1.5-1.9x the images, and the fidelity suite's four 32 px
     cases gained at 60 s (MobileNetV3 +3.4 points) and held at 240 s. The 16 px runs, which at width 32
-    already kept 2.5x the images of the 32 px ones, lost 0.1-0.5 points at width 16 (README, Fidelity)."""
+    already kept 2.5x the images of the 32 px ones, lost 0.1-0.5 points at width 16 (docs/fidelity.md)."""
     return 16 if min(image_shape[1:]) >= 32 else 32
 
 

@@ -426,3 +426,17 @@ def test_a_synthesis_batch_is_timed_when_its_device_work_is_done_not_when_it_was
         warnings.simplefilter("ignore")
         run.synthesize(0)
     assert run._batch_seconds == pytest.approx(1.01)
+
+
+def test_a_planned_cae_run_doubles_the_noise_so_the_generator_cannot_ignore_it():
+    from fastcae.plan import PLANNED_NOISE
+
+    cfg = DistillConfig()
+    noise = synthesis_defaults(cfg, set(), (3, 32, 32), "cpu")["noise_magnitudes"]
+    assert noise == (PLANNED_NOISE,) * len(cfg.noise_sources) and PLANNED_NOISE > cfg.noise_magnitudes[0]
+    two = cfg.replace(noise_sources=("gaussian", "uniform"), noise_magnitudes=(1.0, 1.0))
+    assert synthesis_defaults(two, set(), (3, 32, 32), "cuda")["noise_magnitudes"] == (PLANNED_NOISE,) * 2
+    for given in ({"noise_magnitudes"}, {"noise_magnitudes_end"}):  # a user's noise is theirs
+        assert "noise_magnitudes" not in synthesis_defaults(cfg, given, (3, 32, 32), "cpu")
+    for paradigm in ("nayer", "fast"):  # no CEND there
+        assert "noise_magnitudes" not in synthesis_defaults(cfg.replace(paradigm=paradigm), set(), (3, 32, 32), "cpu")
