@@ -17,9 +17,9 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # scales
 
-from scales import CPU_SCALE, DEVICE, SCALE, build_run, kernels_for  # noqa: E402
+from scales import CPU_SCALE, DEVICE, SCALE, build_run, kernels_for
 
-from fastcae import distributed  # noqa: E402
+from fastcae import distributed
 
 
 def main() -> None:

@@ -25,8 +25,16 @@ from .datasets import DATASETS
 from .export import ExportReport, StudentCard, export_student, write_student
 from .health import HEALTH_FIELDS
 from .loop import DistillRun, EvalSet, freeze, train
-from .plan import (bf16_pays, cpu_has_native_bf16, describe_estimate, explicit_schedule, measure_costs,
-                   plan_schedule, planned_cutmix, synthesis_defaults)
+from .plan import (
+    bf16_pays,
+    cpu_has_native_bf16,
+    describe_estimate,
+    explicit_schedule,
+    measure_costs,
+    plan_schedule,
+    planned_cutmix,
+    synthesis_defaults,
+)
 from .pool import SyntheticPool
 from .presets import get_preset, is_pair_preset
 from .steps import memory_format, resolve_channels_last, resolve_precision
@@ -134,7 +142,7 @@ def _probe_classifier(model: nn.Module, role: str, image_shape, device) -> int:
     with eval_mode(model):
         try:
             out = model(torch.zeros(2, *image_shape, device=device))
-        except Exception as err:  # noqa: BLE001 (re-raised with the user's context)
+        except Exception as err:  # re-raised below, with the user's context
             raise ValueError(f"the {role} cannot take images of shape {tuple(image_shape)}: "
                              f"{type(err).__name__}: {err}") from err
     if not isinstance(out, Tensor) or out.dim() != 2 or out.shape[0] != 2:

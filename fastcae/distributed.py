@@ -144,7 +144,9 @@ class World:
 
     def _device(self) -> torch.device:
         # NCCL reduces CUDA tensors only; gloo CPU ones
-        return torch.device("cuda", torch.cuda.current_device()) if dist.get_backend() == "nccl" else torch.device("cpu")
+        if dist.get_backend() == "nccl":
+            return torch.device("cuda", torch.cuda.current_device())
+        return torch.device("cpu")
 
 
 def current() -> World:

@@ -167,7 +167,7 @@ def export_student(student: nn.Module, card: StudentCard, out: str | Path, *, de
     with torch.no_grad():
         try:
             program = torch.export.export(model, (example,), dynamic_shapes=({0: batch},))
-        except Exception as err:  # noqa: BLE001 - the exporter's errors are long: one line and the type
+        except Exception as err:  # re-raised: the exporter's errors are long, so one line and the type
             raise ExportError(f"torch.export could not trace the student: {type(err).__name__}: "
                               f"{str(err).strip().splitlines()[0] if str(err).strip() else ''}") from err
         check = torch.rand(CHECK_BATCH, *card.image_shape, device=device)

@@ -32,8 +32,7 @@ from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consisten
 from .paradigms import create_synthesizer
 from .plan import revise_student_steps, typical_synth_seconds
 from .pool import SyntheticPool
-from .steps import (StepContext, Steps, accumulate, contrastive_parts, make_augment, memory_format,
-                    resolve_channels_last)
+from .steps import StepContext, Steps, accumulate, contrastive_parts, make_augment, memory_format, resolve_channels_last
 
 TERM_NAMES = {
     "bn": "BN-statistics loss (generator)",

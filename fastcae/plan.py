@@ -474,7 +474,10 @@ def plan_schedule(cfg: DistillConfig, costs: StepCosts, budget: float, overhead:
     limit = costs.student_limit or max(STUDENT_BATCHES)
     student_fits = [b for b in STUDENT_BATCHES if b <= limit] or [min(costs.student)]
     seconds = student_time(epochs_post, synth_batches)
-    steps_at = lambda batch: seconds / costs.at(costs.student, batch)  # noqa: E731  (post-warm-up student steps)
+
+    def steps_at(batch: int) -> float:  # post-warm-up student steps at this batch
+        return seconds / costs.at(costs.student, batch)
+
     bs = next((b for b in student_fits if steps_at(b) >= STUDENT_STEPS_WANTED), student_fits[-1])
     if bs == student_fits[-1] and SHORT_RUN_STUDENT_BATCH < bs and steps_at(bs) < MIN_STUDENT_STEPS:
         bs = SHORT_RUN_STUDENT_BATCH  # a short run: more, smaller steps

@@ -121,7 +121,7 @@ class GPUSampler:
         """One reading, or None when this device does not support it (e.g. power on some boards)."""
         try:
             return fn(*args)
-        except Exception:  # NVMLError_NotSupported, or a function missing from an older pynvml
+        except Exception:  # noqa: BLE001  (NVMLError_NotSupported, or a function missing from an older pynvml)
             return None
 
     def sample_once(self) -> dict:
@@ -483,7 +483,7 @@ def profile_session(path, device_index: int | list[int] = 0, meta: dict | None =
         if failed:
             try:
                 recorder.report_paths = write_report(report, path)
-            except Exception:
-                pass  # never hide the body's own exception behind a reporting error
+            except Exception:  # noqa: BLE001  (never hide the body's own exception behind a reporting error)
+                pass
         else:
             recorder.report_paths = write_report(report, path)

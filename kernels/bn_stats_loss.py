@@ -42,8 +42,21 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import (AOT_DTYPES, AOT_GEN_BATCH, FLOAT_DTYPES, Launch, Ptr, acc_dtype, check_device, check_dtype, div_rn,
-                     dtype_name, sm_count, sqrt_rn, tl_dtype)
+from .shared import (
+    AOT_DTYPES,
+    AOT_GEN_BATCH,
+    FLOAT_DTYPES,
+    Launch,
+    Ptr,
+    acc_dtype,
+    check_device,
+    check_dtype,
+    div_rn,
+    dtype_name,
+    sm_count,
+    sqrt_rn,
+    tl_dtype,
+)
 
 # ---------------------------------------------------------------------------------------------------------
 # Constants

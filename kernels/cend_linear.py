@@ -29,8 +29,20 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import (AOT_CLASSES, AOT_GEN_BATCH, FLOAT_DTYPES, INTERPRET, Launch, Ptr, acc_dtype, check_device,
-                     check_dtype, dtype_name, sm_count, tl_dtype)
+from .shared import (
+    AOT_CLASSES,
+    AOT_GEN_BATCH,
+    FLOAT_DTYPES,
+    INTERPRET,
+    Launch,
+    Ptr,
+    acc_dtype,
+    check_device,
+    check_dtype,
+    dtype_name,
+    sm_count,
+    tl_dtype,
+)
 
 # --- constants ---------------------------------------------------------------------------------------------
 
@@ -89,8 +101,8 @@ def _cend_noise(seed, counters, src):
     Equals ``transform_uniform(tl.rand(seed, c), tl.randn(seed, c), s)``: both come from the same Philox call
     (``tl.rand`` keeps word 0; ``tl.randn`` is Box-Muller on words 0 and 1).
     """
-    # tl.randint4x(seed, counters) as Triton >= 3.4 computes it for int64 counters (fastcae.synthesis.philox mirrors it):
-    # Philox-4x32 on (lo32, hi32, 0, 0). Spelled out because Triton 3.2/3.3's randint4x runs a 64-bit Philox on
+    # tl.randint4x(seed, counters) as Triton >= 3.4 computes it for int64 counters (fastcae.synthesis.philox mirrors
+    # it): Philox-4x32 on (lo32, hi32, 0, 0). Spelled out because Triton 3.2/3.3's randint4x runs a 64-bit Philox on
     # int64 counters instead (other numbers, and 64-bit words that _word_to_uniform cannot take).
     lo = counters.to(tl.uint32)
     zero = lo * 0

@@ -34,8 +34,22 @@ import triton
 import triton.language as tl
 from torch import Tensor
 
-from .shared import (AOT_BATCHES, AOT_CLASSES, AOT_DTYPES, FLOAT_DTYPES, INTERPRET, Launch, Ptr, acc_dtype,
-                     check_device, check_dtype, div_rn, dtype_name, sm_count, tl_dtype)
+from .shared import (
+    AOT_BATCHES,
+    AOT_CLASSES,
+    AOT_DTYPES,
+    FLOAT_DTYPES,
+    INTERPRET,
+    Launch,
+    Ptr,
+    acc_dtype,
+    check_device,
+    check_dtype,
+    div_rn,
+    dtype_name,
+    sm_count,
+    tl_dtype,
+)
 
 # --- constants -------------------------------------------------------------------------------------------
 

@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from fastcae import distill
-from fastcae.config import DistillConfig, PARADIGMS
+from fastcae.config import PARADIGMS, DistillConfig
 from fastcae.plan import (
     BN_REFERENCE,
     CPU_LR_G,
@@ -73,13 +73,19 @@ def test_plan_fits_the_budget_and_finishes_its_schedule(gen, student, fixed, bud
 def test_a_bigger_budget_buys_more_student_steps():
     cfg, costs = DistillConfig(), _costs(0.05, 0.01)
     small, big = (plan_schedule(cfg, costs, b).schedule for b in (120.0, 1200.0))
-    steps = lambda s: (s["epochs"] - s["warmup_epochs"]) * s["student_steps"] * s["student_batch_size"]  # noqa: E731
+
+    def steps(s):
+        return (s["epochs"] - s["warmup_epochs"]) * s["student_steps"] * s["student_batch_size"]
+
     assert steps(big) > 5 * steps(small)
 
 
 def test_a_short_run_halves_the_student_batch_for_more_steps_and_a_longer_one_keeps_it(monkeypatch):
     cfg, costs = DistillConfig(), _costs(0.2, 0.1)  # MobileNetV3-like step costs on 2 CPU cores
-    posts = lambda s: (s["epochs"] - s["warmup_epochs"]) * s["student_steps"]  # noqa: E731
+
+    def posts(s):
+        return (s["epochs"] - s["warmup_epochs"]) * s["student_steps"]
+
     short = plan_schedule(cfg, costs, 60.0).schedule
     assert short["student_batch_size"] == SHORT_RUN_STUDENT_BATCH and short["lr_s"] == pytest.approx(0.05)
     monkeypatch.setattr("fastcae.plan.SHORT_RUN_STUDENT_BATCH", 128)  # the rule off: what the plan was before
@@ -109,7 +115,8 @@ def test_the_first_epoch_after_warm_up_re_sizes_the_student_steps_to_the_time_le
         assert revised is None or revised["schedule"]["student_steps"] >= s["student_steps"]
         return
     new = revised["schedule"]
-    assert {k: v for k, v in new.items() if k != "student_steps"} == {k: v for k, v in s.items() if k != "student_steps"}
+    assert {k: v for k, v in new.items() if k != "student_steps"} == {
+        k: v for k, v in s.items() if k != "student_steps"}
     assert (new["student_steps"] > s["student_steps"]) == (speed < 1)
     real = (new["student_steps"] - done) * step + (posts - 1) * (synth + new["student_steps"] * step)
     capped = new["student_steps"] in (REVISE_AT_MOST * s["student_steps"], MAX_EPOCH_STEPS)  # the cap, or 400
@@ -363,7 +370,10 @@ def test_the_planned_student_lr_scales_with_the_square_root_of_the_batch():
 
 def test_planned_generator_width_follows_the_device_and_image_size():
     cfg = DistillConfig()
-    width = lambda shape, device: synthesis_defaults(cfg, set(), shape, device)["generator_width"]  # noqa: E731
+
+    def width(shape, device):
+        return synthesis_defaults(cfg, set(), shape, device)["generator_width"]
+
     assert width((3, 32, 32), "cpu") == 16 and width((1, 64, 48), "cpu") == 16
     assert width((1, 16, 16), "cpu") == 32 and width((3, 28, 32), "cpu") == 32
     assert width((3, 32, 32), "cuda") == 64 and width((1, 16, 16), "cuda") == 32

@@ -34,7 +34,8 @@ TEACHER_EPOCHS = 30
 
 
 def teacher_cache_path(image_size: int, seed: int) -> Path:
-    return default_cache_dir().parent / "teachers" / f"digits_teacher-{image_size}px-seed{seed}-e{TEACHER_EPOCHS}.safetensors"
+    name = f"digits_teacher-{image_size}px-seed{seed}-e{TEACHER_EPOCHS}.safetensors"
+    return default_cache_dir().parent / "teachers" / name
 
 
 def digits_teacher(train: ImageSplit, test: ImageSplit, mean, std, image_size: int, seed: int = 0,
@@ -185,7 +186,10 @@ def run_demo(out_dir="fastcae-demo", budget_seconds: float = 180.0, image_size: 
     result.save(out, model="digits_student")  # student.pt + student.json, for `fastcae export --run OUT`
     save_sample_grid(result, out / "synthesised.png")
     save_accuracy_plot(result.history, teacher_acc, baseline_acc, out / "accuracy.png")
-    n_params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+
+    def n_params(m: torch.nn.Module) -> int:
+        return sum(p.numel() for p in m.parameters())
+
     summary = {
         "teacher_accuracy": teacher_acc,
         "teacher": f"digits_teacher ({n_params(teacher):,} params, {how}, {teacher_seconds:.0f} s)",

@@ -62,8 +62,8 @@ def run_transfer_demo(seeds=(0, 1, 2), epochs: int = 12, image_size: int = 16, o
 
     torch.manual_seed(0)  # the teacher's initial weights (torch seeds itself at random at start-up)
     teacher = create_model("digits_teacher", num_classes=5, in_chans=1)
-    train_classifier(teacher, src_train, mean, std, epochs=teacher_epochs, lr=0.05, batch_size=64, device=device, seed=0,
-                     progress=progress)
+    train_classifier(teacher, src_train, mean, std, epochs=teacher_epochs, lr=0.05, batch_size=64, device=device,
+                     seed=0, progress=progress)
     rows = {"teacher (trained on 0-4)": {
         "source_accuracy": [accuracy(teacher, src_test.images, src_test.labels, mean, std)],
         "probe_accuracy": [linear_probe(teacher, tgt_train, tgt_test, mean, std)["test_accuracy"]],

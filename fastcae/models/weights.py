@@ -106,7 +106,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     else:
         try:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as err:  # noqa: BLE001
+        except Exception as err:  # noqa: BLE001  (weights_only refused it: a pickled model, checked class by class)
             state = _load_pickled_model(path, err)
     if isinstance(state, torch.nn.Module):  # a zoo model nested in a dict, or allow-listed by the caller
         state = state.state_dict()

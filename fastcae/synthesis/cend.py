@@ -129,7 +129,8 @@ class CEND(nn.Module):
             raise ValueError(f"category embeddings must be [num_classes, dim], got {tuple(embeddings.shape)}")
         if magnitudes.dim() not in (1, 2) or (magnitudes.dim() == 2 and magnitudes.shape[1] != embeddings.shape[1]):
             raise ValueError(
-                f"magnitudes must be [num_sources] or [num_sources, {embeddings.shape[1]}], got {tuple(magnitudes.shape)}"
+                f"magnitudes must be [num_sources] or [num_sources, {embeddings.shape[1]}], "
+                f"got {tuple(magnitudes.shape)}"
             )
         self.register_buffer("embeddings", embeddings.detach().float().clone())
         self.register_buffer("magnitudes", magnitudes.detach().float().clone())

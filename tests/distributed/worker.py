@@ -17,10 +17,10 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # the repository: tests.helpers
 
-import fastcae.distributed  # noqa: E402
-import fastcae.loop  # noqa: E402
-from fastcae import distill  # noqa: E402
-from tests.helpers import TINY, tiny_classifier, trained_like_teacher  # noqa: E402
+import fastcae.distributed
+import fastcae.loop
+from fastcae import distill
+from tests.helpers import TINY, tiny_classifier, trained_like_teacher
 
 
 def main() -> None:

@@ -10,12 +10,12 @@ import torch
 
 pytest.importorskip("triton")
 
-from fastcae.kernels.bn_stats_loss import (  # noqa: E402
+from fastcae.kernels.bn_stats_loss import (
     bn_stats_loss,
     bn_stats_loss_backward,
     bn_stats_loss_forward,
 )
-from fastcae.losses import bn_stats_loss as bn_stats_loss_ref  # noqa: E402
+from fastcae.losses import bn_stats_loss as bn_stats_loss_ref
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

@@ -9,14 +9,14 @@ import torch
 
 pytest.importorskip("triton")
 
-from torch.utils._python_dispatch import TorchDispatchMode  # noqa: E402
+from torch.utils._python_dispatch import TorchDispatchMode
 
-from fastcae.kernels.cend_linear import (  # noqa: E402
+from fastcae.kernels.cend_linear import (
     cend_linear,
     cend_linear_backward,
     cend_linear_forward,
 )
-from fastcae.synthesis.cend import cend_linear_reference, counter_noise  # noqa: E402
+from fastcae.synthesis.cend import cend_linear_reference, counter_noise
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 NUM_CLASSES, NUM_SOURCES = 7, 4
@@ -145,7 +145,7 @@ def test_output_poisoned_with_nan_is_fully_written(training):
     B, D, O = 37, 40, 48
     kw = _inputs(B, D, O, True)
     out = torch.full((B, O), float("nan"), device=DEVICE)
-    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"], 
+    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"],
             kw["noise_state"], kw["bn_weight"].detach(), kw["bn_bias"].detach(), kw["running_mean"], kw["running_var"],
             training, EPS, kw["weight"].detach(), kw["bias"].detach())
     h, mean, var = cend_linear_forward(*args, out=out)
@@ -175,7 +175,7 @@ def test_no_bd_float_tensor_allocated():
             return out
 
     kw = _inputs(B, D, O, True)
-    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"], 
+    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"],
             kw["noise_state"], kw["bn_weight"].detach(), kw["bn_bias"].detach(), None, None, True, EPS,
             kw["weight"].detach(), kw["bias"].detach())
     grad_out = torch.randn(B, O, device=DEVICE)
@@ -286,6 +286,7 @@ def test_noise_state_is_read_from_memory():
         return gm.forward
 
     compiled = torch.compile(lambda kw: _fused(kw, False), fullgraph=True, backend=backend)
+    previous = None
     for step in range(3):
         if step:
             state[1].add_(B * D)  # the next batch's counters
@@ -304,7 +305,7 @@ def test_noise_state_is_read_from_memory():
 def test_opcheck():
     B, D, O = 21, 20, 18
     kw = _inputs(B, D, O, True)
-    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"], 
+    args = (kw["embeddings"], kw["targets"], kw["source_ids"], kw["magnitudes"], kw["scale"],
             kw["noise_state"], kw["bn_weight"], kw["bn_bias"], None, None, True, EPS, kw["weight"], kw["bias"])
     torch.library.opcheck(torch.ops.fastcae.cend_linear.default, args)
     h, mean, var = torch.ops.fastcae.cend_linear(*args)

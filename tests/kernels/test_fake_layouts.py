@@ -6,9 +6,8 @@ import torch
 from torch import Tensor
 from torch._subclasses.fake_tensor import FakeTensorMode
 
-import fastcae.kernels.cend_linear  # noqa: F401  (registers the ops)
-import fastcae.kernels.logit_loss  # noqa: F401
-
+import fastcae.kernels.cend_linear  # importing registers the ops (torch.ops.fastcae.*)
+import fastcae.kernels.logit_loss  # noqa: F401  (as above; one name, fastcae, is bound by both imports)
 
 pytestmark = pytest.mark.usefixtures("on_the_kernels_device")  # tests/kernels/conftest.py
 

@@ -9,7 +9,6 @@ import torch
 from fastcae import losses, ops
 from fastcae.synthesis.cend import cend_linear_reference, counter_noise
 
-
 pytestmark = pytest.mark.usefixtures("on_the_kernels_device")  # tests/kernels/conftest.py
 
 

@@ -11,9 +11,9 @@ import torch
 
 pytest.importorskip("triton")
 
-from fastcae.kernels.logit_loss import logit_loss as fused_logit_loss  # noqa: E402
-from fastcae.kernels.logit_loss import logit_loss_backward, logit_loss_forward  # noqa: E402
-from fastcae.losses import logit_loss  # noqa: E402
+from fastcae.kernels.logit_loss import logit_loss as fused_logit_loss
+from fastcae.kernels.logit_loss import logit_loss_backward, logit_loss_forward
+from fastcae.losses import logit_loss
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 

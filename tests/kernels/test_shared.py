@@ -11,9 +11,9 @@ import torch
 
 pytest.importorskip("triton")
 
-import triton.language as tl  # noqa: E402
+import triton.language as tl
 
-from fastcae.kernels import bn_stats_loss, cend_linear, logit_loss, shared, supcon_loss  # noqa: E402
+from fastcae.kernels import bn_stats_loss, cend_linear, logit_loss, shared, supcon_loss
 
 
 @pytest.mark.parametrize("value,expected", [("1", True), ("true", True), ("0", False)])

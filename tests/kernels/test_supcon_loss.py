@@ -11,9 +11,9 @@ import torch.nn.functional as F
 
 pytest.importorskip("triton")
 
-from fastcae.kernels.supcon_loss import supcon_loss as fused_supcon_loss  # noqa: E402
-from fastcae.kernels.supcon_loss import supcon_loss_backward, supcon_loss_forward  # noqa: E402
-from fastcae.losses import supcon_loss  # noqa: E402
+from fastcae.kernels.supcon_loss import supcon_loss as fused_supcon_loss
+from fastcae.kernels.supcon_loss import supcon_loss_backward, supcon_loss_forward
+from fastcae.losses import supcon_loss
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 
