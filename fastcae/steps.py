@@ -55,7 +55,6 @@ import warnings
 from dataclasses import dataclass
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor, nn
 
 from . import ops
@@ -64,6 +63,7 @@ from .bn_stats import BNStatsLoss
 from .config import COMPILE_MODES, DistillConfig, check_compile_mode
 from .distributed import World
 from .models.features import FeatureTap, features_and_logits, has_feature_api, num_features
+from .models.heads import ProjectionHead
 
 
 @dataclass
@@ -76,18 +76,6 @@ class StepContext:
     augment: Augment
     bn: BNStatsLoss | None
     tap: FeatureTap | None = None  # the student's penultimate features, for a student without forward_features
-
-
-class ProjectionHead(nn.Module):
-    """CNCL's projection: Linear-ReLU-Linear to ``out_dim``, L2-normalised. Dropped after distillation."""
-
-    def __init__(self, in_dim: int, out_dim: int = 128, hidden: int | None = None):
-        super().__init__()
-        hidden = hidden or max(in_dim, out_dim)
-        self.net = nn.Sequential(nn.Linear(in_dim, hidden), nn.ReLU(inplace=True), nn.Linear(hidden, out_dim))
-
-    def forward(self, f: Tensor) -> Tensor:
-        return F.normalize(self.net(f), dim=1)
 
 
 def make_augment(cfg: DistillConfig, mean, std, image_shape, device) -> Augment:

@@ -3,7 +3,7 @@
 ``create_model("wrn40_2", num_classes=100)`` builds a registered network; ``resolve_model(spec, weights=...)``
 builds a zoo, torchvision, timm or torch.hub model by spec and loads a weights file strictly;
 ``features_and_logits(model, x)`` returns the penultimate features and logits of a zoo model or of any
-classifier ending in ``nn.Linear``.
+classifier ending in ``nn.Linear``; ``heads.ProjectionHead`` maps those features for the contrastive loss.
 """
 
 from . import cifar, small  # noqa: F401  (importing registers the models)
