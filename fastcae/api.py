@@ -22,19 +22,12 @@ from . import distributed, ops
 from .bn_stats import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .datasets import DATASETS
+from .defaults import synthesis_defaults
 from .export import ExportReport, StudentCard, export_student, write_student
 from .health import HEALTH_FIELDS
 from .loop import DistillRun, EvalSet, freeze, train
-from .plan import (
-    bf16_pays,
-    cpu_has_native_bf16,
-    describe_estimate,
-    explicit_schedule,
-    measure_costs,
-    plan_schedule,
-    planned_cutmix,
-    synthesis_defaults,
-)
+from .measure import bf16_pays, cpu_has_native_bf16, measure_costs
+from .plan import describe_estimate, explicit_schedule, plan_schedule, planned_cutmix
 from .pool import SyntheticPool
 from .presets import get_preset, is_pair_preset
 from .steps import memory_format, resolve_channels_last, resolve_precision

@@ -8,7 +8,7 @@ computes mean, variance and the loss from it in one pass).
 
 ``first_weight`` multiplies the first BN layer's term (DeepInversion's ``first_bn_multiplier``). That layer
 sees the image's low-level statistics (its contrast and, in colour, its hues); in a deep teacher it is one
-term of dozens (3% of MobileNetV3's sum on noise). Weighted 10 times in planned runs (fastcae.plan).
+term of dozens (3% of MobileNetV3's sum on noise). Weighted 10 times in planned runs (fastcae.defaults).
 
 EMA (NAYER's "momentum" blend): ``blended = (1 - w) * batch + w * ema`` with ``w = 0`` until the first
 ``update_ema()`` and ``w = momentum`` afterwards; ``update_ema`` folds the last step's statistics in after

@@ -109,7 +109,7 @@ class DistillConfig:
     bn_weight: float = 10.0  # BN-statistics loss
     bn_momentum: float = 0.9  # EMA blend weight of earlier batches' statistics
     # multiplier of the teacher's first BN layer's term (DeepInversion's first_bn_multiplier); 1 is NAYER's plain
-    # sum. A planned run takes fastcae.plan.FIRST_BN_WEIGHT unless bn_first_weight is given
+    # sum. A planned run takes fastcae.defaults.FIRST_BN_WEIGHT unless bn_first_weight is given
     bn_first_weight: float = 1.0
     ce_weight: float = 0.5  # teacher cross-entropy to the requested class
     adv_weight: float = 1.33  # adversarial term, after warm-up only
@@ -152,7 +152,7 @@ class DistillConfig:
     # "bf16": the generator, teacher and student forwards run under bf16 autocast (weights, optimiser states,
     # loss reductions and BN statistics stay fp32; the fused kernels take bf16 activations); "fp32"; None =
     # auto: bf16 on a CUDA GPU that supports it; on a CPU, bf16 in a planned run where the CPU computes it
-    # natively and the run's steps measure faster in it (fastcae.plan.bf16_pays), else fp32
+    # natively and the run's steps measure faster in it (fastcae.measure.bf16_pays), else fp32
     precision: str | None = None
     # the teacher, student and generator in NHWC (channels_last) memory: cuDNN's and oneDNN's fastest convolutions
     # want it. None = auto: on CUDA, and on a CPU whose torch has oneDNN (measured there on 2 cores: steps 1.1-3.5x

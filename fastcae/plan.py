@@ -3,10 +3,11 @@
 Why: a budget that only *stops* a run cuts it in the middle of its learning-rate cosine, so the student
 never gets its low-learning-rate phase, and NAYER's CIFAR schedule (120 epochs of 400 steps at batch 512)
 takes days on a CPU without saying so. Here a few generator and student steps are timed at the run's real
-shapes, on the run's device (``measure_costs``; the time counts against the budget), and ``plan_schedule``
-picks the batch sizes, warm-up, epochs, synthesis batches and student steps so that warm-up, the cosine and
-the noise schedule all end by the deadline. The measurement runs on copies and restores the random state,
-so the planned run is the same as one given that schedule explicitly (``distill(config=result.config)``).
+shapes, on the run's device (``fastcae.measure.measure_costs``; the time counts against the budget), and
+``plan_schedule`` picks the batch sizes, warm-up, epochs, synthesis batches and student steps so that warm-up,
+the cosine and the noise schedule all end by the deadline. This module is that arithmetic alone: measured
+costs in, a plan out, no models. What the teacher, the image shape and the device decide besides the schedule
+(generator width and learning rate, BN-term weights, CEND's noise) is ``fastcae.defaults``.
 
 The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% of its compute, synthesis about
 20% of each later epoch) and were checked across the fidelity suite (``benchmarks/fidelity``), not one case:
@@ -39,15 +40,10 @@ The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% o
 
 from __future__ import annotations
 
-import copy
 import math
 import statistics
-import time
 import warnings
 from dataclasses import asdict, dataclass, field
-
-import torch
-from torch import Tensor, nn
 
 from .config import DistillConfig
 
@@ -149,7 +145,7 @@ class Plan:
     generator_steps: int
     costs: dict
     reasons: list[str]
-    synthesis: dict = field(default_factory=dict)  # the synthesis_defaults the plan chose, recorded with it
+    synthesis: dict = field(default_factory=dict)  # what fastcae.defaults chose, recorded with the plan
     planned: bool = True  # False: the estimate of a schedule the user gave
 
     def to_dict(self) -> dict:
@@ -188,211 +184,6 @@ def format_seconds(seconds: float) -> str:
 def explicit_schedule(preset, config, options: dict) -> bool:
     """True when the user chose a schedule: a preset, a full config, or any schedule field as a keyword."""
     return preset is not None or config is not None or any(k in options for k in SCHEDULE_FIELDS)
-
-
-BN_REFERENCE = 30.0  # see bn_noise_level: the BN-term scale at which the suite's teachers became class-conditional
-# DeepInversion's first_bn_multiplier. In a deep teacher the first layer's term is a few percent of the sum
-# (MobileNetV3: 3% on noise); x10 raised its 240 s students from 84.2% to 88.9% (five seeds) and left the other
-# fidelity cases as they were (docs/fidelity.md)
-FIRST_BN_WEIGHT = 10.0
-# The persistent cae generator's Adam rate in a planned CPU run, where it is 16 or 32 wide (cpu_generator_width)
-# and gets a few thousand steps in the budget. 0.01 against NAYER's 0.004 raised MobileNetV3's students from
-# 91.3% to 93.0% at 240 s (five seeds) and from 87.0% to 90.4% at 60 s, and left the other five fidelity cases
-# within their seed spread at both budgets (docs/fidelity.md)
-CPU_LR_G = 0.01
-# CEND's noise magnitude (relative to the embeddings' rms) in a planned cae run: twice the default of 1. At 1 the
-# persistent generator learns to ignore the noise, and on natural images each class collapsed to one picture
-# with small variations (within-class pixel std 0.05; a public CIFAR-10 ResNet-56 -> ResNet-20 student reached
-# 18.5% at 200 s, 2 CPU cores, seeds 0-1). At 2: 0.10-0.15 and 32.4% (34.9, 29.9), and 36.0% against 28.8% at
-# 600 s. 3 and 5 gave 27.8% and 34.7% (one seed each; at 3 the pictures of different classes looked alike);
-# a pixel-distance or teacher-feature diversity loss instead, 21-26% (docs/natural-images.md)
-PLANNED_NOISE = 2.0
-
-
-@torch.no_grad()
-def bn_noise_level(teacher: nn.Module, image_shape, mean, std, device, batch: int = 64,
-                   first_weight: float = 1.0) -> float:
-    """The teacher's BN-statistics loss (summed over its BN layers, the first times ``first_weight``, no EMA)
-    on a fixed batch of uniform noise.
-
-    Why: that sum grows with the number of BN layers and the size of their statistics. Measured here: 78 for
-    the demo's 4-layer CNN, 110 for a 6-layer VGG, 85 for a ResNet-8 and 918 for torchvision's 34-layer
-    MobileNetV3, whose sum is 385 even on its own training images. At NAYER's weight of 10 the MobileNetV3's
-    term was a thousand times the cross-entropy, and the generator never became class-conditional."""
-    from .augment import Augment
-    from .bn_stats import BNStatsLoss
-
-    g = torch.Generator(device="cpu").manual_seed(0)
-    x = torch.rand(batch, *image_shape, generator=g).to(device)
-    bn = BNStatsLoss(teacher, first_weight=first_weight)
-    with bn.active():
-        teacher(Augment(mean, std, padding=0, flip=False).to(device)(x))
-    return float(bn.loss())
-
-
-def synthesis_defaults(cfg: DistillConfig, given: set[str], image_shape, device, teacher: nn.Module | None = None,
-                       mean=None, std=None) -> dict:
-    """Choices a planned run makes from what it can see (fields the user set are kept):
-    - ``generator_width``: on a GPU NAYER's 64 at 32 px or more and 32 below; on a CPU 16 at 32 px or more
-      and 32 below (``cpu_generator_width``: there the generator's convolutions are a large share of a
-      synthesis step, and a 32 px budget run is short of images rather than of generator capacity);
-    - ``flip``: None, decided after the warm-up by whether the teacher keeps its labels on mirrored images
-      (a digits teacher does not; flipping its images teaches the student labels the teacher never meant);
-    - ``bn_first_weight``: ``FIRST_BN_WEIGHT``, so the first BN layer (the images' contrast and colours) is
-      not one term among dozens in a deep teacher;
-    - ``bn_weight``: NAYER's 10 scaled by ``BN_REFERENCE / bn_noise_level(teacher)`` (with that first-layer
-      weight), so the BN term weighs the same against the cross-entropy whatever the teacher's depth and
-      statistics;
-    - ``noise_magnitudes``: for ``cae``, ``PLANNED_NOISE`` for every source, so the generator cannot ignore its
-      noise and collapse each class to one picture;
-    - ``lr_g``: for ``cae`` on a CPU ``CPU_LR_G``, 2.5x NAYER's 0.004 (see there); NAYER's on a GPU, where it
-      is unmeasured, and for ``nayer`` (a fresh Adam every batch) and ``fast`` (its meta-step is already
-      ``lr_g`` x generator steps): at 0.01 ``nayer`` lost MobileNetV3 points and ``fast`` gained none."""
-    out = {}
-    if "flip" not in given:
-        out["flip"] = None
-    if "bn_first_weight" not in given:
-        out["bn_first_weight"] = FIRST_BN_WEIGHT
-    if "bn_weight" not in given and teacher is not None and cfg.bn_weight > 0:
-        first = out.get("bn_first_weight", cfg.bn_first_weight)
-        level = bn_noise_level(teacher, image_shape, mean, std, device, first_weight=first)
-        out["bn_weight"] = round(cfg.bn_weight * BN_REFERENCE / max(level, 1e-6), 4)
-    on_cpu = torch.device(device).type == "cpu"
-    if "generator_width" not in given:
-        if on_cpu:
-            out["generator_width"] = cpu_generator_width(image_shape)
-        else:
-            out["generator_width"] = 32 if min(image_shape[1:]) < 32 else 64
-    if "lr_g" not in given and cfg.paradigm == "cae" and on_cpu:
-        out["lr_g"] = CPU_LR_G
-    if cfg.paradigm == "cae" and not given & {"noise_magnitudes", "noise_magnitudes_end"}:
-        out["noise_magnitudes"] = (PLANNED_NOISE,) * len(cfg.noise_sources)
-    return out
-
-
-def cpu_generator_width(image_shape) -> int:
-    """The generator width a CPU run plans: 16 at 32 px or more, 32 below.
-
-    Why: on a CPU a synthesis step costs the generator's convolutions (pixels x width^2) plus the teacher's
-    forward and backward. At 32 px and width 32 the generator was 55 of MobileNetV3's 90 ms step; at width 16
-    the step took 25-31% less, a 60 s run kept 1.5-1.9x the images, and the fidelity suite's four 32 px
-    cases gained at 60 s (MobileNetV3 +3.4 points) and held at 240 s. The 16 px runs, which at width 32
-    already kept 2.5x the images of the 32 px ones, lost 0.1-0.5 points at width 16 (docs/fidelity.md)."""
-    return 16 if min(image_shape[1:]) >= 32 else 32
-
-
-# A planned CPU run takes bf16 when its measured steps are this much faster in it (fastcae.api._schedule). On a
-# CPU that computes bf16 natively (AVX512-BF16, AMX), a student step of a ResNet-56 teacher and a ResNet-20
-# student at batch 128 took 0.22 s against 0.35 s in fp32 (2 AMD EPYC cores, channels_last); elsewhere bf16 is
-# converted to and from fp32 and is slower, and small networks may not gain: hence measured, not assumed.
-BF16_GAIN = 1.2
-
-
-def cpu_has_native_bf16() -> bool:
-    """Whether this CPU computes bf16 natively (AVX512-BF16 or AMX tiles), where bf16 may pay on a CPU."""
-    for name in ("_is_avx512_bf16_supported", "_is_amx_tile_supported"):
-        probe = getattr(torch.cpu, name, None)
-        try:
-            if probe is not None and probe():
-                return True
-        except Exception:  # noqa: BLE001 - a private probe that changed: assume not
-            pass
-    return False
-
-
-def bf16_pays(fp32: StepCosts, bf16: StepCosts) -> bool:
-    """Whether the bf16 measurement makes a typical epoch (a generator step at the smallest measured synthesis
-    batch and a student step at the smallest student batch) ``BF16_GAIN`` times faster than fp32's."""
-    def epoch(c: StepCosts) -> float:
-        return c.at(c.generator_adv, min(fp32.generator_adv)) + c.at(c.student, min(fp32.student))
-    return epoch(fp32) >= BF16_GAIN * epoch(bf16)
-
-
-# ------------------------------------------------------------------------------------------ measurement
-def _is_oom(err: BaseException) -> bool:
-    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, embeddings: Tensor, image_shape,
-                  mean, std, device, synth_batches=None, student_batches=None, repeats: int = 3) -> StepCosts:
-    """Time generator steps (with and without the adversarial term) and student steps at the given batch
-    sizes with the run's own code paths, on copies of the student and a throwaway generator. The random
-    state is restored afterwards, so measuring changes nothing the run will do. A batch size that runs out
-    of memory is dropped (halved, down to 16), and the note says so."""
-    from .bn_stats import BNStatsLoss
-    from .paradigms import create_synthesizer
-    from .steps import StepContext, Steps, contrastive_parts, make_augment
-
-    device = torch.device(device)
-    # one size on a CPU (a step's cost is close to proportional to the batch there); two on a GPU, where a
-    # fixed per-step cost makes small batches relatively dear
-    gpu = device.type == "cuda"
-    synth_batches = synth_batches or ((64, 256) if gpu else (64,))
-    student_batches = student_batches or ((128, 512) if gpu else (128,))
-    start = time.perf_counter()
-    notes: list[str] = []
-    synth_limit = student_limit = None
-    devices = [device.index or 0] if device.type == "cuda" else []
-    with torch.random.fork_rng(devices=devices):
-        probe_student = copy.deepcopy(student).to(device).train()
-        augment = make_augment(cfg, mean, std, image_shape, device)
-        bn = BNStatsLoss(teacher, cfg.bn_momentum, cfg.bn_first_weight) if cfg.bn_weight > 0 else None
-        head, tap = contrastive_parts(probe_student, cfg, image_shape, device)  # the student step as it will run
-        ctx = StepContext(teacher, probe_student, head, augment, bn, tap)
-        plain = Steps(ctx, cfg.replace(compile=False), device)  # the run's steps, eager: nothing compiles here
-        warm, adv, stud = {}, {}, {}
-        for batch in synth_batches:
-            while batch >= 16:
-                try:
-                    probe = cfg.replace(synth_batch_size=batch, g_steps=1, compile=False)
-                    synth = create_synthesizer(probe, embeddings, image_shape, device, plain)
-                    for table, weight in ((warm, 0.0), (adv, cfg.adv_weight or 1.0)):
-                        synth.synthesize(weight)  # untimed: first-call allocation and lazy initialisation
-                        _sync(device)
-                        t0 = time.perf_counter()
-                        for _ in range(repeats):
-                            synth.synthesize(weight)
-                        _sync(device)
-                        table[batch] = (time.perf_counter() - t0) / repeats
-                    break
-                except RuntimeError as err:
-                    if not _is_oom(err):
-                        raise
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    notes.append(f"synthesis batch {batch} ran out of memory while measuring; planned with "
-                                 f"{batch // 2} at most")
-                    batch //= 2
-                    synth_limit = batch if synth_limit is None else min(synth_limit, batch)
-        if not warm:
-            raise RuntimeError("could not run a single synthesis step even at batch 16 (out of memory)")
-        params = list(probe_student.parameters()) + (list(head.parameters()) if head is not None else [])
-        opt = torch.optim.SGD(params, lr=1e-3, momentum=cfg.momentum)
-        for batch in student_batches:
-            try:
-                images = torch.rand(batch, *image_shape, device=device)
-                labels = torch.arange(batch, device=device) % embeddings.shape[0]
-                plain.student_step(opt, images, labels)
-                _sync(device)
-                t0 = time.perf_counter()
-                for _ in range(repeats):
-                    plain.student_step(opt, images, labels)
-                _sync(device)
-                stud[batch] = (time.perf_counter() - t0) / repeats
-            except RuntimeError as err:
-                if not _is_oom(err) or batch == min(student_batches):
-                    raise
-                if gpu:
-                    torch.cuda.empty_cache()
-                notes.append(f"student batch {batch} ran out of memory while measuring; planned below it")
-                student_limit = batch // 2 if student_limit is None else min(student_limit, batch // 2)
-        del probe_student, opt
-    return StepCosts(warm, adv, stud, time.perf_counter() - start, notes, synth_limit, student_limit)
 
 
 # ---------------------------------------------------------------------------------------------- planning

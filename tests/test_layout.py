@@ -70,6 +70,16 @@ def test_the_graph_is_read():
     assert "fastcae.kernels.shared" in GRAPH["fastcae.kernels.logit_loss"] and "fastcae.kernels" in GRAPH["fastcae.ops"]
 
 
+def test_the_schedule_is_pure_arithmetic():
+    """plan.py takes measured step costs and returns a plan: it imports the config and nothing that builds, runs
+    or times a model, not even torch, so it is tested alone. ``measure`` (which times the run's own steps) and
+    ``defaults`` (which reads the teacher) import what they use at module level: no cycle needs a lazy import."""
+    assert GRAPH["fastcae.plan"] <= {"fastcae.config"}
+    assert not {m for m in _all_imports(REPO / "fastcae" / "plan.py") if m.split(".")[0] == "torch"}
+    assert {"fastcae.plan", "fastcae.steps", "fastcae.paradigms"} <= GRAPH["fastcae.measure"]
+    assert "fastcae.bn_stats" in GRAPH["fastcae.defaults"]
+
+
 def test_the_sources_are_where_pyproject_installs_them_from():
     """The kernels are installed from the top-level kernels/ (pyproject's package-dir), and fastcae/ holds no
     second copy that an import from the repository root could pick up instead."""

@@ -8,10 +8,7 @@ import torch
 from fastcae import distill
 from fastcae.config import PARADIGMS, DistillConfig
 from fastcae.plan import (
-    BN_REFERENCE,
-    CPU_LR_G,
     CUTMIX_MIN_STEPS,
-    FIRST_BN_WEIGHT,
     MAX_EPOCH_STEPS,
     MIN_STUDENT_STEPS,
     REVISE_AT_MOST,
@@ -20,7 +17,6 @@ from fastcae.plan import (
     BudgetTooSmall,
     StepCosts,
     _epoch_seconds,
-    bn_noise_level,
     estimate_seconds,
     explicit_schedule,
     minimum_budget,
@@ -28,7 +24,6 @@ from fastcae.plan import (
     planned_cutmix,
     planned_lr,
     revise_student_steps,
-    synthesis_defaults,
     typical_synth_seconds,
 )
 from tests.helpers import tiny_classifier, trained_like_teacher
@@ -245,46 +240,6 @@ def test_planned_run_decides_flip_from_the_teacher_after_warm_up():
     assert isinstance(decided[0]["flip"], bool) and 0 <= decided[0]["flip_consistency"] <= 1
 
 
-def test_planned_synthesis_weighs_the_first_bn_layer_and_scales_the_bn_term_with_it():
-    teacher, cfg = trained_like_teacher(), DistillConfig()
-    shape, mean, std = SHAPE["image_shape"], SHAPE["mean"], SHAPE["std"]
-    weighted = bn_noise_level(teacher, shape, mean, std, "cpu", first_weight=FIRST_BN_WEIGHT)
-    plain = bn_noise_level(teacher, shape, mean, std, "cpu")
-    assert weighted > plain
-    chosen = synthesis_defaults(cfg, set(), shape, "cpu", teacher, mean, std)
-    assert chosen["bn_first_weight"] == FIRST_BN_WEIGHT
-    assert chosen["bn_weight"] == pytest.approx(cfg.bn_weight * BN_REFERENCE / weighted, abs=1e-4)
-    given = synthesis_defaults(cfg.replace(bn_first_weight=1.0), {"bn_first_weight"}, shape, "cpu", teacher,
-                               mean, std)
-    assert "bn_first_weight" not in given
-    assert given["bn_weight"] == pytest.approx(cfg.bn_weight * BN_REFERENCE / plain, abs=1e-4)
-    with pytest.raises(ValueError, match="bn_first_weight"):
-        DistillConfig(bn_first_weight=-1.0).validate()
-
-
-def test_out_of_memory_while_measuring_falls_back_to_a_smaller_batch_and_says_so(monkeypatch):
-    from fastcae.paradigms import CAESynthesizer
-    from fastcae.plan import measure_costs
-    from fastcae.synthesis.embeddings import class_embeddings
-
-    real = CAESynthesizer.synthesize
-
-    def small_memory(self, adv_weight):
-        if self.cfg.synth_batch_size > 32:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2.00 GiB")
-        return real(self, adv_weight)
-
-    monkeypatch.setattr(CAESynthesizer, "synthesize", small_memory)
-    cfg = DistillConfig(generator_width=4, flip=False)
-    emb = class_embeddings(None, "random", num_classes=5, cache_dir=False)
-    costs = measure_costs(cfg, trained_like_teacher(), tiny_classifier(), emb, (1, 8, 8), (0.5,), (0.5,), "cpu")
-    assert set(costs.generator_warm) == {32}
-    assert any("ran out of memory" in n for n in costs.notes)
-    plan = plan_schedule(cfg, costs, 3600.0, num_classes=5)
-    assert plan.schedule["synth_batch_size"] <= 32  # never plans a batch that did not fit
-    assert any("ran out of memory" in r for r in plan.reasons)
-
-
 def test_without_a_budget_the_estimate_is_printed_before_the_run(capsys):
     options = dict(QUICK, progress=True)
     distill(trained_like_teacher(), tiny_classifier(), epochs=2, warmup_epochs=1, student_steps=2,
@@ -368,27 +323,6 @@ def test_the_planned_student_lr_scales_with_the_square_root_of_the_batch():
     assert planned_lr(SHORT_RUN_STUDENT_BATCH) == 0.05  # the short runs' rate, as measured
 
 
-def test_planned_generator_width_follows_the_device_and_image_size():
-    cfg = DistillConfig()
-
-    def width(shape, device):
-        return synthesis_defaults(cfg, set(), shape, device)["generator_width"]
-
-    assert width((3, 32, 32), "cpu") == 16 and width((1, 64, 48), "cpu") == 16
-    assert width((1, 16, 16), "cpu") == 32 and width((3, 28, 32), "cpu") == 32
-    assert width((3, 32, 32), "cuda") == 64 and width((1, 16, 16), "cuda") == 32
-    assert "generator_width" not in synthesis_defaults(cfg, {"generator_width"}, (3, 32, 32), "cpu")
-
-
-def test_planned_generator_lr_follows_the_device_and_a_users_choice_stays():
-    cfg = DistillConfig()
-    assert synthesis_defaults(cfg, set(), (1, 32, 32), "cpu")["lr_g"] == CPU_LR_G != cfg.lr_g
-    assert "lr_g" not in synthesis_defaults(cfg, set(), (1, 32, 32), "cuda")  # NAYER's, unmeasured there
-    assert "lr_g" not in synthesis_defaults(cfg, {"lr_g"}, (1, 32, 32), "cpu")
-    for paradigm in ("nayer", "fast"):  # nayer lost points at 0.01, fast gained none: NAYER's
-        assert "lr_g" not in synthesis_defaults(cfg.replace(paradigm=paradigm), set(), (1, 32, 32), "cpu")
-
-
 def test_one_slow_synthesis_batch_does_not_size_the_run():
     costs = {"generator_warm": {"64": 0.10}, "generator_adv": {"64": 0.12}, "student": {"128": 0.05}}
     warm_up = [(1.0, True)] * 9 + [(1.1, True)]
@@ -436,17 +370,3 @@ def test_a_synthesis_batch_is_timed_when_its_device_work_is_done_not_when_it_was
         warnings.simplefilter("ignore")
         run.synthesize(0)
     assert run._batch_seconds == pytest.approx(1.01)
-
-
-def test_a_planned_cae_run_doubles_the_noise_so_the_generator_cannot_ignore_it():
-    from fastcae.plan import PLANNED_NOISE
-
-    cfg = DistillConfig()
-    noise = synthesis_defaults(cfg, set(), (3, 32, 32), "cpu")["noise_magnitudes"]
-    assert noise == (PLANNED_NOISE,) * len(cfg.noise_sources) and PLANNED_NOISE > cfg.noise_magnitudes[0]
-    two = cfg.replace(noise_sources=("gaussian", "uniform"), noise_magnitudes=(1.0, 1.0))
-    assert synthesis_defaults(two, set(), (3, 32, 32), "cuda")["noise_magnitudes"] == (PLANNED_NOISE,) * 2
-    for given in ({"noise_magnitudes"}, {"noise_magnitudes_end"}):  # a user's noise is theirs
-        assert "noise_magnitudes" not in synthesis_defaults(cfg, given, (3, 32, 32), "cpu")
-    for paradigm in ("nayer", "fast"):  # no CEND there
-        assert "noise_magnitudes" not in synthesis_defaults(cfg.replace(paradigm=paradigm), set(), (3, 32, 32), "cpu")
