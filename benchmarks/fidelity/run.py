@@ -9,9 +9,9 @@ Per case: train (or load the cached) teacher, then per budget and seed ``distill
 class_names, image_shape=..., mean=..., std=..., max_seconds=budget, seed=seed)`` with nothing else, and
 score the student on the held-out split. The noise-input baseline (KD on uniform noise, the same number of
 student steps, no generator) runs once per case and budget. The natural tier (``natural.py``) distils public
-CIFAR-10 teachers given only the budget and the seed, and scores on CIFAR-10's test images. Results are written after every run to the
-JSON file (``--out``), so a cut-off suite keeps what it measured; ``--table`` prints the Markdown table of
-an existing file.
+CIFAR-10 teachers given only the budget and the seed, and scores on CIFAR-10's test images. Results are
+written after every run to the JSON file (``--out``), so a cut-off suite keeps what it measured; ``--table``
+prints the Markdown table of an existing file.
 """
 
 from __future__ import annotations
@@ -149,7 +149,8 @@ def run_case(case: Case | NaturalCase, budget: float, seed: int, recipe: str, ba
     student_acc = accuracy(result.student, test.images, test.labels, mean, std)
     steps = sum(h.get("student_steps", 0) for h in result.history)
     record = {
-        "case": case.name, "budget": budget, "seed": seed, "recipe": recipe, "options": options or {},
+        "case": case.name, "budget": budget, "seed": seed, "recipe": recipe,
+        "options": {k: v for k, v in (options or {}).items() if k != "profile"},
         "teacher": teacher_acc, "student": student_acc, "distill_seconds": seconds, "student_steps": steps,
         "epochs_run": len(result.history), "teacher_train_seconds": teacher_seconds,
         # how the steps ran, and when each epoch ended: on a GPU the first epoch holds the compiles
@@ -226,6 +227,9 @@ def main(argv=None) -> int:
     p.add_argument("--no-baseline", action="store_true", help="skip the noise-input baseline (probes)")
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a distill option for every run (experiments; the suite itself gives none)")
+    p.add_argument("--profile", default=None, metavar="DIR",
+                   help="write each run's throughput report there (distill(profile=...): images/s per phase and, "
+                        "on a GPU, NVML utilisation and power)")
     p.add_argument("--table", default=None, help="print the table of this JSON file and exit")
     args = p.parse_args(argv)
     if args.table:
@@ -239,8 +243,11 @@ def main(argv=None) -> int:
     for name in args.cases or list(TIERS[args.tier]):
         for budget in args.budgets:
             for i, seed in enumerate(args.seeds):
+                opts = dict(options)
+                if args.profile:
+                    opts["profile"] = str(Path(args.profile) / f"{name}-{budget:g}s-seed{seed}.json")
                 record = run_case(EVERY_CASE[name], budget, seed, args.recipe,
-                                  baseline=(i == 0 and not args.no_baseline), progress=args.progress, options=options)
+                                  baseline=(i == 0 and not args.no_baseline), progress=args.progress, options=opts)
                 doc["runs"].append(record)
                 out.parent.mkdir(parents=True, exist_ok=True)
                 out.write_text(json.dumps(doc, indent=1, default=str))

@@ -45,7 +45,8 @@ DEFAULT_ROOT = "/tmp/fastcae-peers"
 DEPS = ("kornia==0.9.2", "kornia-rs==0.2.0", "termcolor==3.3.0", "xlsxwriter==3.3.1", "pandas==3.1.1")
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-SHARED = os.path.join(os.path.dirname(REPO), "shared", "data")
+# the shared data (CIFAR-10 test set, the public teacher); FASTCAE_SHARED_DATA moves it (a GPU machine gets a copy)
+SHARED = os.environ.get("FASTCAE_SHARED_DATA") or os.path.join(os.path.dirname(REPO), "shared", "data")
 
 
 def _git(*args: str, cwd: str | None = None) -> str:
@@ -95,8 +96,11 @@ def ensure_deps(deps_dir: str) -> dict:
     marker = os.path.join(deps_dir, ".fastcae-peers-deps")
     want = "\n".join(DEPS) + "\n"
     if not (os.path.exists(marker) and open(marker).read() == want):
+        # FASTCAE_PEERS_WHEELS: a folder of wheels to install from, offline (a GPU machine has no network)
+        wheels = os.environ.get("FASTCAE_PEERS_WHEELS")
+        offline = ["--no-index", "--find-links", wheels] if wheels else []
         subprocess.run([sys.executable, "-m", "pip", "install", "-q", "--disable-pip-version-check", "--no-deps",
-                        "--upgrade", "--target", deps_dir, *DEPS], check=True)
+                        "--upgrade", *offline, "--target", deps_dir, *DEPS], check=True)
         with open(marker, "w") as f:
             f.write(want)
     found = {}
