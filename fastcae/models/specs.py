@@ -90,7 +90,9 @@ def _torchvision(name: str, **kwargs) -> nn.Module:
         raise unknown_name_error("torchvision model", name, known)
     model = tvm.get_model(name, weights=None, **kwargs)
     model.pretrained_cfg = {"num_classes": kwargs.get("num_classes", _output_width(model))}
-    if name in tvm.list_models(module=tvm):  # an ImageNet classifier: the input its published weights expect
+    # an ImageNet classifier with ImageNet's head: the input its published weights expect. With another head the
+    # weights are the user's, trained on images we know nothing of (a CIFAR ResNet-18 at 32 px): claim nothing
+    if name in tvm.list_models(module=tvm) and model.pretrained_cfg["num_classes"] == 1000:
         model.pretrained_cfg.update(_torchvision_input(tvm, name, model.pretrained_cfg["num_classes"]))
     return model
 

@@ -73,12 +73,13 @@ def test_zoo_spec_with_the_public_weights():
 
 
 def test_torchvision_spec_builds_offline_with_imagenet_input():
+    cfg = resolve_model("torchvision:resnet18").pretrained_cfg  # ImageNet's head: its published input
+    assert cfg["input_size"] == (3, 224, 224) and cfg["num_classes"] == 1000 and len(cfg["label_names"]) == 1000
+    assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
     model = resolve_model("torchvision:resnet18", num_classes=10)
     assert model(torch.randn(1, 3, 64, 64)).shape == (1, 10)
-    cfg = model.pretrained_cfg
-    assert cfg["input_size"] == (3, 224, 224) and cfg["num_classes"] == 10
-    assert cfg["mean"] == (0.485, 0.456, 0.406) and cfg["std"] == (0.229, 0.224, 0.225)
-    assert "label_names" not in cfg and "dataset" not in cfg  # ImageNet's 1000 names don't fit 10 outputs
+    # another head means the user's own weights and data: nothing is claimed about their input
+    assert model.pretrained_cfg == {"num_classes": 10, "architecture": "torchvision:resnet18"}
     with pytest.raises(ValueError, match="closest known torchvision models: resnet18"):
         resolve_model("torchvision:resnet81")
     with pytest.raises(ValueError, match="3-channel"):
