@@ -102,7 +102,7 @@ def save_sample_grid(result, path: Path, per_class: int = 10) -> None:
                 img = images[idx[j]].cpu()
                 ax.imshow(img[0] if img.shape[0] == 1 else img.permute(1, 2, 0), cmap="gray", vmin=0, vmax=1)
         axes[c, 0].set_title(result.class_names[c], fontsize=7, loc="left")
-    fig.suptitle("synthesised images per class (fastcae cae, no data)", fontsize=9)
+    fig.suptitle(f"synthesised images per class (fastcae {result.config.paradigm}, no data)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
