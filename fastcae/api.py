@@ -3,6 +3,8 @@
 Everything that can be checked before the long work starts is checked here: the class count against the
 teacher's output width, the image shape against the generator and both networks, mean/std lengths,
 BatchNorm layers in the teacher, the evaluation set, option names and values, a checkpoint to resume.
+The stages, in order: ``_resolve`` -> ``_validate`` -> ``_embed`` -> ``_schedule`` -> ``_run``, with a ``_Job``
+carrying what each resolved (the run's precision and memory layout are decided once, in ``_resolve``).
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from .loop import DistillRun, EvalSet, freeze, train
 from .measure import bf16_pays, cpu_has_native_bf16, measure_costs
 from .plan import describe_estimate, explicit_schedule, plan_schedule, planned_cutmix
 from .pool import SyntheticPool
-from .presets import get_preset, is_pair_preset
+from .presets import PairPreset, get_preset, is_pair_preset
 from .steps import memory_format, resolve_channels_last, resolve_precision
 from .synthesis.embeddings import class_embeddings
 from .utils import eval_mode
@@ -165,8 +167,9 @@ def _eval_set(eval_data, image_shape, num_classes) -> EvalSet | None:
     if labels.numel() and (labels.min() < 0 or labels.max() >= num_classes):
         raise ValueError(f"eval_data labels must be in [0, {num_classes}), got [{labels.min()}, {labels.max()}]")
     if images.numel() and (images.min() < 0 or images.max() > 1):
+        # stacklevel: the user's call of distill (distill -> _validate -> _eval_set)
         warnings.warn("eval_data images should be in [0, 1], not normalised: fastcae applies mean/std itself",
-                      stacklevel=3)
+                      stacklevel=4)
     return EvalSet(images.float(), labels)
 
 
@@ -210,12 +213,57 @@ def distill(
             CUDA graphs on a GPU, the default there; eager on CPU unless asked).
     """
     started = time.perf_counter()  # the budget counts from here: step-cost measurement included
-    encoder_obj = None
+    job = _resolve(teacher, student, image_shape, mean, std, preset, config, text_encoder, options)
+    job.checkpoint_dir, job.started = checkpoint_dir, started
+    _validate(job, class_names, num_classes, eval_data)
+    _embed(job)
+    # rank 0 measures and plans; every process follows that one plan (so all stop at the same step)
+    job.cfg = job.world.decide(lambda: _schedule(job))
+    if not job.world.main:
+        job.cfg = job.cfg.replace(progress=False)  # rank 0 prints
+    return _run(job, profile)
+
+
+@dataclass
+class _Job:
+    """One ``distill`` call, resolved once and carried through its stages: ``_resolve`` (the config, with the
+    run's precision and channels_last decided for its device, and the layout they give; the input; the
+    processes) -> ``_validate`` (the networks against the input: class count and names, evaluation set) ->
+    ``_embed`` (the class embeddings) -> ``_schedule`` (the config the run follows) -> ``_run``."""
+
+    cfg: DistillConfig
+    explicit: bool  # the user chose the schedule (a preset, a config or a schedule field)
+    planned: bool  # a schedule is planned for cfg.max_seconds
+    given: set[str]  # the options the user passed (planning keeps them)
+    encoder: object  # a tensor or encoder object given as text_encoder (not a config value), else None
+    teacher: nn.Module
+    student: nn.Module
+    pair: PairPreset | None  # the pair preset, if one was named
+    known: dict  # what the teacher says it was trained on (teacher_input)
+    used: list[str]  # which of those the run takes (said once the class names are known)
+    image_shape: tuple  # as given or defaulted; checked by _validate
+    mean: tuple
+    std: tuple
+    device: torch.device
+    world: distributed.World
+    layout: torch.memory_format  # the models' memory format, from the resolved cfg.channels_last
+    checkpoint_dir: str | Path | None = None
+    started: float = 0.0  # when distill was called: the budget counts from there
+    width: int = 0  # the teacher's output width (the class count), set by _validate
+    class_names: list[str] = field(default_factory=list)
+    evalset: EvalSet | None = None
+    embeddings: Tensor | None = None
+
+
+def _resolve(teacher, student, image_shape, mean, std, preset, config, text_encoder, options: dict) -> _Job:
+    """The config, the input (given, else a pair preset's, else the teacher's pretrained_cfg, else CIFAR-10's),
+    the device and the processes, and the run's precision and memory layout, each decided here once."""
+    encoder = None
     if text_encoder is not None:
         if isinstance(text_encoder, str):
             options["text_encoder"] = text_encoder
         else:
-            encoder_obj = text_encoder  # a tensor or an encoder object: not a config value
+            encoder = text_encoder  # a tensor or an encoder object: not a config value
             options["text_encoder"] = "tensor" if isinstance(text_encoder, Tensor) else getattr(
                 text_encoder, "name", type(text_encoder).__name__)
     cfg = make_config(preset, config, **options)
@@ -227,11 +275,22 @@ def distill(
         mean = pair.mean if mean is None else mean
         std = pair.std if std is None else std
     known = teacher_input(teacher)  # what a zoo, timm or torchvision teacher says it was trained on
-    given = {"input_size": image_shape, "mean": mean, "std": std}
-    used = [k for k, v in given.items() if v is None and k in known]
+    asked = {"input_size": image_shape, "mean": mean, "std": std}
+    used = [k for k, v in asked.items() if v is None and k in known]
     image_shape = known.get("input_size", DEFAULT_IMAGE_SHAPE) if image_shape is None else image_shape
     mean = known.get("mean", DEFAULT_MEAN) if mean is None else mean
     std = known.get("std", DEFAULT_STD) if std is None else std
+    device, world = _place(cfg, planned)
+    # recorded: the run's real precision and memory format (the loop and the steps read them from cfg)
+    cfg = cfg.replace(precision=resolve_precision(cfg.precision, device),
+                      channels_last=resolve_channels_last(cfg.channels_last, device))
+    return _Job(cfg=cfg, explicit=explicit, planned=planned, given=set(options), encoder=encoder, teacher=teacher,
+                student=student, pair=pair, known=known, used=used, image_shape=image_shape, mean=mean, std=std,
+                device=device, world=world, layout=memory_format(cfg))
+
+
+def _place(cfg: DistillConfig, planned: bool) -> tuple[torch.device, distributed.World]:
+    """The run's device and this process's place among the processes (one, outside torchrun)."""
     device = _resolve_device(cfg.device)
     world = distributed.join(device.type)  # under torchrun: this process's rank (the group starts here if need be)
     if world.distributed and device.type == "cuda" and device.index is None:
@@ -242,19 +301,34 @@ def distill(
     if world.distributed and world.main:
         _say(cfg, f"fastcae: {world.size} processes ({distributed.backend()}); each synthesises with its "
                   f"own generator and takes 1/{world.size} of every global batch")
-    # recorded: the run's real precision and memory format
-    cfg = cfg.replace(precision=resolve_precision(cfg.precision, device),
-                      channels_last=resolve_channels_last(cfg.channels_last, device))
-    image_shape = _check_image_shape(image_shape)
-    mean = _check_norm("mean", mean, image_shape[0])
-    std = _check_norm("std", std, image_shape[0])
+    return device, world
+
+
+def _validate(job: _Job, class_names, num_classes, eval_data) -> None:
+    """Everything that can be checked before the long work: the input, both networks on it (moved to the
+    run's device and layout), the class names and count, BatchNorm layers for the BN loss, the evaluation set."""
+    job.image_shape = _check_image_shape(job.image_shape)
+    job.mean = _check_norm("mean", job.mean, job.image_shape[0])
+    job.std = _check_norm("std", job.std, job.image_shape[0])
+    teacher, student = job.teacher, job.student
     if not isinstance(teacher, nn.Module) or not isinstance(student, nn.Module):
         raise TypeError("teacher and student must be torch.nn.Module classifiers")
+    # before the step costs are measured: the run's layout is what they time
+    teacher.to(job.device, memory_format=job.layout)
+    student.to(job.device, memory_format=job.layout)
+    job.width = _probe_classifier(teacher, "teacher", job.image_shape, job.device)
+    job.class_names = _class_names(job, class_names, num_classes)
+    student_width = _probe_classifier(student, "student", job.image_shape, job.device)
+    if student_width != job.width:
+        raise ValueError(f"the student outputs {student_width} classes, the teacher {job.width}: they must match")
+    if job.cfg.bn_weight > 0:
+        teacher_bn_layers(teacher)  # fail now, before embeddings and models are built
+    job.evalset = _eval_set(eval_data, job.image_shape, job.width)
 
-    layout = memory_format(cfg)  # before the step costs are measured: the run's layout is what they time
-    teacher.to(device, memory_format=layout)
-    student.to(device, memory_format=layout)
-    width = _probe_classifier(teacher, "teacher", image_shape, device)
+
+def _class_names(job: _Job, class_names, num_classes) -> list[str]:
+    """One name per teacher output: given, else the pair preset's, else the teacher's, else the indices."""
+    width, pair, known = job.width, job.pair, job.known
     if pair is not None:
         if width != pair.num_classes:
             raise ValueError(f"preset {pair.name!r} is for {pair.dataset.name} with {pair.num_classes} classes but "
@@ -264,10 +338,10 @@ def distill(
             class_names = pair.prompt_names
     if class_names is None and len(known.get("class_names", ())) == width:
         class_names = [str(n).replace("_", " ") for n in known["class_names"]]
-        used.append("class names")
-    if used and pair is None:
-        _say(cfg, f"fastcae: from the teacher's pretrained_cfg: {', '.join(used)} "
-                  f"({'x'.join(map(str, image_shape))}, mean {mean}, std {std})")
+        job.used.append("class names")
+    if job.used and pair is None:
+        _say(job.cfg, f"fastcae: from the teacher's pretrained_cfg: {', '.join(job.used)} "
+                      f"({'x'.join(map(str, job.image_shape))}, mean {job.mean}, std {job.std})")
     if class_names is not None:
         class_names = [str(n) for n in class_names]
         if len(class_names) != width:
@@ -276,49 +350,34 @@ def distill(
         raise ValueError(f"num_classes={num_classes} but the teacher outputs {width} classes")
     if class_names is None:
         class_names = [str(i) for i in range(width)]
-    student_width = _probe_classifier(student, "student", image_shape, device)
-    if student_width != width:
-        raise ValueError(f"the student outputs {student_width} classes, the teacher {width}: they must match")
-    if cfg.bn_weight > 0:
-        teacher_bn_layers(teacher)  # fail now, before embeddings and models are built
-    evalset = _eval_set(eval_data, image_shape, width)
+    return class_names
 
-    if encoder_obj is not None:
-        embeddings = class_embeddings(class_names, encoder=encoder_obj, prompt=cfg.prompt,
+
+def _embed(job: _Job) -> None:
+    """The class embeddings (the user's tensor or encoder, else the configured text encoder), the same on every
+    process."""
+    cfg = job.cfg
+    if job.encoder is not None:
+        embeddings = class_embeddings(job.class_names, encoder=job.encoder, prompt=cfg.prompt,
                                       cache_dir=cfg.embedding_cache)
     else:
-        embeddings = class_embeddings(class_names, encoder=cfg.text_encoder, prompt=cfg.prompt,
+        embeddings = class_embeddings(job.class_names, encoder=cfg.text_encoder, prompt=cfg.prompt,
                                       cache_dir=cfg.embedding_cache, allow_random_fallback=cfg.allow_random_fallback)
+    job.embeddings = job.world.broadcast(embeddings.cpu())  # the same class embeddings on every process
 
-    embeddings = world.broadcast(embeddings.cpu())  # the same class embeddings on every process
-    # rank 0 measures and plans; every process follows that one plan (so all stop at the same step)
-    cfg = world.decide(lambda: _schedule(cfg, planned, explicit, set(options), checkpoint_dir, teacher, student,
-                                         embeddings, image_shape, mean, std, device, width, started, world.size))
-    if not world.main:
-        cfg = cfg.replace(progress=False)  # rank 0 prints
+
+def _run(job: _Job, profile) -> DistillResult:
+    """Train (profiled on rank 0 when asked), then hand back the student as the user gave it: eval mode,
+    trainable parameters, the default memory layout."""
+    cfg, world, teacher, student = job.cfg, job.world, job.teacher, job.student
     torch.manual_seed(distributed.rank_seed(cfg.seed, world.rank))  # each process its own generators and noise
     ops.reset_report()  # the result says which ops this run ran fused
-    run = DistillRun(cfg, teacher, student, embeddings, image_shape, mean, std, device, evalset, world)
+    run = DistillRun(cfg, teacher, student, job.embeddings, job.image_shape, job.mean, job.std, job.device,
+                     job.evalset, world)
     if profile is not None and world.main:  # rank 0 reports, with NVML samples of every GPU of its node
-        from .profiling import profile_session
-
-        meta = {"config": cfg.to_dict(), "device": str(device), "image_shape": list(image_shape),
-                "num_classes": width}
-        gpus = distributed.node_gpus(device)
-        meta["gpus_sampled"] = gpus
-        with profile_session(profile, device_index=gpus, meta=meta) as recorder:
-            run.recorder = recorder
-            try:
-                train(run, checkpoint_dir, started)
-            finally:
-                meta["compile_mode"] = run.effective_compile_mode
-                meta["kernels"] = ops.kernel_report()
-                meta["plan"] = run.cfg.plan
-                meta["health"] = [{k: h.get(k) for k in HEALTH_FIELDS}
-                                  for h in run.history]
-        run.recorder = None
+        _train_profiled(job, run, profile)
     else:
-        train(run, checkpoint_dir, started)
+        train(run, job.checkpoint_dir, job.started)
 
     student.eval()
     for p in student.parameters():
@@ -327,8 +386,29 @@ def distill(
         student.to(memory_format=torch.contiguous_format)
         teacher.to(memory_format=torch.contiguous_format)
     return DistillResult(student=student, history=run.history, config=run.cfg, generator=run.synth.generator,
-                         pool=run.pool, class_names=class_names, compile_mode=run.effective_compile_mode,
-                         kernels=ops.kernel_report(), image_shape=image_shape, mean=mean, std=std)
+                         pool=run.pool, class_names=job.class_names, compile_mode=run.effective_compile_mode,
+                         kernels=ops.kernel_report(), image_shape=job.image_shape, mean=job.mean, std=job.std)
+
+
+def _train_profiled(job: _Job, run: DistillRun, profile) -> None:
+    """``train`` inside a throughput report written to ``profile``."""
+    from .profiling import profile_session
+
+    meta = {"config": job.cfg.to_dict(), "device": str(job.device), "image_shape": list(job.image_shape),
+            "num_classes": job.width}
+    gpus = distributed.node_gpus(job.device)
+    meta["gpus_sampled"] = gpus
+    with profile_session(profile, device_index=gpus, meta=meta) as recorder:
+        run.recorder = recorder
+        try:
+            train(run, job.checkpoint_dir, job.started)
+        finally:
+            meta["compile_mode"] = run.effective_compile_mode
+            meta["kernels"] = ops.kernel_report()
+            meta["plan"] = run.cfg.plan
+            meta["health"] = [{k: h.get(k) for k in HEALTH_FIELDS}
+                              for h in run.history]
+    run.recorder = None
 
 
 def _say(cfg: DistillConfig, text: str) -> None:
@@ -336,39 +416,39 @@ def _say(cfg: DistillConfig, text: str) -> None:
         print(text, file=sys.stderr, flush=True)
 
 
-def _schedule(cfg: DistillConfig, planned: bool, explicit: bool, given: set[str], checkpoint_dir, teacher, student,
-              embeddings, image_shape, mean, std, device, num_classes: int, started: float,
-              processes: int = 1) -> DistillConfig:
+def _schedule(job: _Job) -> DistillConfig:
     """The run's schedule: planned for the budget, taken from the checkpoint being resumed, or the user's.
-    A planned schedule's global batch sizes are multiples of ``processes`` (each takes an equal share).
+    A planned schedule's global batch sizes are multiples of the process count (each takes an equal share).
 
     Step costs are measured (on copies, with the random state restored) when a schedule is planned, when an
     explicit schedule has a budget to check against, and when a bar is shown (to print the estimate).
     """
-    if not explicit and checkpoint_dir is not None:
-        saved = ckpt.saved_config(checkpoint_dir)
+    cfg, planned, given, device = job.cfg, job.planned, job.given, job.device
+    if not job.explicit and job.checkpoint_dir is not None:
+        saved = ckpt.saved_config(job.checkpoint_dir)
         if saved is not None and saved.plan is not None:  # a resumed run follows the plan it started with
             return cfg.replace(plan=saved.plan, **saved.plan["schedule"], **saved.plan.get("synthesis", {}))
     if not (planned or cfg.max_seconds is not None or cfg.progress):
         return cfg
-    freeze(teacher)  # as the run will: measuring must not move its BN statistics
+    freeze(job.teacher)  # as the run will: measuring must not move its BN statistics
     chosen = {}
     if planned:
-        chosen = synthesis_defaults(cfg, given, image_shape, device, teacher, mean, std)
+        chosen = synthesis_defaults(cfg, given, job.image_shape, device, job.teacher, job.mean, job.std)
         cfg = cfg.replace(**chosen)
-    costs = measure_costs(cfg, teacher, student, embeddings, image_shape, mean, std, device)
+    parts = (job.teacher, job.student, job.embeddings, job.image_shape, job.mean, job.std, device)
+    costs = measure_costs(cfg, *parts)
     if planned and "precision" not in given and device.type == "cpu" and cpu_has_native_bf16():
         # bf16 where this CPU computes it natively and the run's own steps measure faster in it
-        bf16 = measure_costs(cfg.replace(precision="bf16"), teacher, student, embeddings, image_shape, mean, std,
-                             device)
+        bf16 = measure_costs(cfg.replace(precision="bf16"), *parts)
         if bf16_pays(costs, bf16):
             cfg, costs, chosen["precision"] = cfg.replace(precision="bf16"), bf16, "bf16"
-    spent = time.perf_counter() - started
+    spent = time.perf_counter() - job.started
     if planned:
-        plan = plan_schedule(cfg, costs, cfg.max_seconds, overhead=spent, num_classes=num_classes)
+        plan = plan_schedule(cfg, costs, cfg.max_seconds, overhead=spent, num_classes=job.width)
         if "cutmix" not in given:
             chosen["cutmix"] = planned_cutmix(plan.schedule)
         plan.synthesis = chosen
+        processes = job.world.size
         for key in ("synth_batch_size", "student_batch_size"):
             plan.schedule[key] = max(plan.schedule[key] - plan.schedule[key] % processes, processes)
         cfg = cfg.replace(plan=plan.to_dict(), **plan.schedule, **chosen)
