@@ -3,12 +3,12 @@ the child, not this script), with Python stacks dumped before its time limit and
 
     python benchmarks/export_diagnose.py OUT.jsonl [--device cuda] [--timeout 150] [--cases tiny student ...]
 
-Cases, from least to most of what ``fastcae.export`` does:
+Cases, from least to most of what ``fastcae.apps.export`` does:
   tiny             a conv + linear model, static batch, compiled and loaded by AOTInductor directly
   student          the digits student (random weights), static batch, the same direct calls
-  student-dynamic  the digits student through ``fastcae.export.export_student`` (dynamic batch, metadata, check)
+  student-dynamic  the digits student through ``fastcae.apps.export.export_student`` (dynamic batch, metadata, check)
   student-serial   as student-dynamic with inductor's compile workers off (TORCHINDUCTOR_COMPILE_THREADS=1)
-  package          the digits student as ``fastcae.export`` packages it (dynamic batch, the runner's metadata),
+  package          the digits student as ``fastcae.apps.export`` packages it (dynamic batch, the runner's metadata),
                    compiled and written to --package, not loaded: for the native runner or the "load" case
   load             --package loaded by ``aoti_load_package`` in a fresh process (not the one that compiled it)
 The cases run at the same time (one process each). One JSON line per case: the stages it passed, its exit
@@ -77,7 +77,7 @@ def child(case: str, device: str, timeout: float, package: str | None) -> None:
             diff = float((runner(x) - model(x)).abs().max())
         stage(f"ran max_abs_diff={diff:.2e}")
     elif case == "package":
-        from fastcae.export import MAX_BATCH, NormalizedStudent, StudentCard, compile_pt2
+        from fastcae.apps.export import MAX_BATCH, NormalizedStudent, StudentCard, compile_pt2
 
         card = StudentCard(model="digits_student", num_classes=10, image_shape=(1, 16, 16), mean=(0.5,), std=(0.5,))
         wrapped = NormalizedStudent(model, card.mean, card.std).to(device).eval()
@@ -89,7 +89,7 @@ def child(case: str, device: str, timeout: float, package: str | None) -> None:
         compile_pt2(program, card, str(out))
         stage(f"compiled {out}")
     else:
-        from fastcae.export import StudentCard, export_student
+        from fastcae.apps.export import StudentCard, export_student
 
         card = StudentCard(model="digits_student", num_classes=10, image_shape=(1, 16, 16), mean=(0.5,), std=(0.5,))
         report = export_student(model.cpu(), card, out, device=device)

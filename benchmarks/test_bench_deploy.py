@@ -2,11 +2,11 @@
 
 Per pair, per network (teacher, student), per form and per batch size (1 and 64), one timed call is one
 forward of a batch of images in [0, 1] through the network with its normalisation folded in
-(``fastcae.export.NormalizedStudent``, what the package computes), with a device sync at the end:
+(``fastcae.apps.export.NormalizedStudent``, what the package computes), with a device sync at the end:
 
 - ``eager``: the network in eval mode under ``torch.no_grad``;
 - ``compiled``: ``torch.compile`` (inductor) of the same, dynamic=False;
-- ``exported``: the AOTInductor package ``fastcae.export`` writes (``.pt2``), loaded with
+- ``exported``: the AOTInductor package ``fastcae.apps.export`` writes (``.pt2``), loaded with
   ``torch._inductor.aoti_load_package``: what the native runner runs.
 
 On a GPU the package is checked by the native runner where one is built (``$FASTCAE_RUNNER``, else
@@ -31,7 +31,7 @@ import pytest
 import torch
 from conftest import DEVICE, sync
 
-from fastcae.export import CHECK_BATCH, ExportError, NormalizedStudent, StudentCard, _load_in_child, export_student
+from fastcae.apps.export import CHECK_BATCH, ExportError, NormalizedStudent, StudentCard, _load_in_child, export_student
 from fastcae.models import create_model
 
 PAIRS = {

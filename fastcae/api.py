@@ -14,7 +14,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import torch
 from torch import Tensor, nn
@@ -25,7 +25,6 @@ from .bn_stats import teacher_bn_layers
 from .config import DistillConfig, make_config
 from .datasets import DATASETS
 from .defaults import synthesis_defaults
-from .export import ExportReport, StudentCard, export_student, write_student
 from .health import HEALTH_FIELDS
 from .loop import DistillRun, EvalSet, freeze, train
 from .measure import bf16_pays, cpu_has_native_bf16, measure_costs
@@ -35,6 +34,9 @@ from .presets import PairPreset, get_preset, is_pair_preset
 from .steps import memory_format, resolve_channels_last, resolve_precision
 from .synthesis.embeddings import class_embeddings
 from .utils import eval_mode
+
+if TYPE_CHECKING:  # annotations only; at run time the export app is imported where a student is saved or exported
+    from .apps.export import ExportReport, StudentCard
 
 # Without a pair preset, distill assumes CIFAR-10-like input unless told otherwise (the historical default).
 DEFAULT_IMAGE_SHAPE = DATASETS["cifar10"].image_shape
@@ -62,14 +64,18 @@ class DistillResult:
         return self.config.plan
 
     def card(self, model: str | None = None) -> StudentCard:
-        """What a deployed student needs besides its weights (``fastcae.export.StudentCard``); ``model`` is its
-        ``fastcae.models`` name (default: the class name, enough for exporting, not for rebuilding it)."""
+        """What a deployed student needs besides its weights (``fastcae.apps.export.StudentCard``); ``model`` is
+        its ``fastcae.models`` name (default: the class name, enough for exporting, not for rebuilding it)."""
+        from .apps.export import StudentCard  # api -> apps, lazily: the one accepted upward import (tests/test_layout)
+
         return StudentCard(model or type(self.student).__name__, len(self.class_names), tuple(self.image_shape),
                            tuple(self.mean), tuple(self.std), list(self.class_names))
 
     def save(self, out_dir: str | Path, model: str | None = None) -> Path:
         """The student's weights and card in ``out_dir`` (``student.pt``, ``student.json``), for
         ``fastcae export --run out_dir``; ``model``: its ``fastcae.models`` name."""
+        from .apps.export import write_student  # api -> apps, lazily: the one accepted upward import
+
         return write_student(out_dir, self.student, self.card(model))
 
     def export(self, path: str | Path, device: str = "cpu", model: str | None = None,
@@ -77,6 +83,8 @@ class DistillResult:
         """The student with its normalisation folded in (images in [0, 1] -> logits), exported to ``path``:
         ``.pt2`` (AOTInductor, for the native runner) or ``.onnx``; checked against the eager student first
         (by the native runner ``runner``, when given)."""
+        from .apps.export import export_student  # api -> apps, lazily: the one accepted upward import
+
         return export_student(self.student, self.card(model), path, device=device, runner=runner)
 
     @property

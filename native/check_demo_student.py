@@ -35,7 +35,7 @@ def main(argv=None) -> int:
         print(f"demo run ({args.budget:g} s budget): {time.perf_counter() - t0:.0f} s")
 
     from fastcae.apps.data import load_digits
-    from fastcae.export import NormalizedStudent, export_student, read_student
+    from fastcae.apps.export import NormalizedStudent, export_student, read_student
 
     student, card = read_student(run)
     t0 = time.perf_counter()

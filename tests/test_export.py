@@ -1,13 +1,13 @@
-"""fastcae.export: the student card a run leaves, the self-checking export, the errors (and `fastcae export`)."""
+"""fastcae.apps.export: the student card a run leaves, the self-checking export, the errors (and `fastcae export`)."""
 
 import json
 
 import pytest
 import torch
 
-import fastcae.export as export
+import fastcae.apps.export as export
 from fastcae.apps.cli import main
-from fastcae.export import ExportError, StudentCard, export_student, read_student, write_student
+from fastcae.apps.export import ExportError, StudentCard, export_student, read_student, write_student
 from fastcae.models import create_model
 
 CARD = StudentCard("digits_student", 10, (1, 16, 16), (0.3,), (0.4,), [str(i) for i in range(10)])
@@ -144,7 +144,7 @@ def test_a_runner_checks_the_package_and_its_refusal_is_a_clear_error(tmp_path, 
     monkeypatch.setattr(export, "_write_pt2", compile_only)
     student = _student(4)
     # a runner that computes the student's logits: the export is written
-    right = _fake_runner(tmp_path, "import torch\nfrom fastcae.export import NormalizedStudent\n"
+    right = _fake_runner(tmp_path, "import torch\nfrom fastcae.apps.export import NormalizedStudent\n"
                          "from fastcae.models import create_model\ntorch.manual_seed(4)\n"
                          "m = NormalizedStudent(create_model('digits_student', num_classes=10, in_chans=1).eval(), "
                          "(0.3,), (0.4,))\nwith torch.no_grad():\n"

@@ -184,7 +184,7 @@ def _cmd_demo(args) -> int:
 
 
 def _cmd_export(args) -> int:
-    from ..export import StudentCard, export_student, read_student
+    from .export import StudentCard, export_student, read_student
 
     given = {"--student-model": args.student_model, "--num-classes": args.num_classes,
              "--image-shape": args.image_shape, "--mean": args.mean, "--std": args.std}

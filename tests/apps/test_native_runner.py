@@ -33,10 +33,10 @@ def _compiler():
 
 
 def export_student(model, path, *, image_shape=IMAGE_SHAPE, num_classes=NUM_CLASSES, name="tiny"):
-    """``model`` through the real exporter (``fastcae.export``: an AOTInductor package with a dynamic batch
+    """``model`` through the real exporter (``fastcae.apps.export``: an AOTInductor package with a dynamic batch
     and the fastcae metadata), with an identity normalisation. Returns the package's path."""
-    from fastcae.export import StudentCard
-    from fastcae.export import export_student as export
+    from fastcae.apps.export import StudentCard
+    from fastcae.apps.export import export_student as export
 
     channels = image_shape[0]
     card = StudentCard(name, num_classes, tuple(image_shape), (0.0,) * channels, (1.0,) * channels)

@@ -38,10 +38,10 @@ from pathlib import Path
 import torch
 from torch import Tensor, nn
 
-from .atomic import atomic_write
-from .checkpoint import load_weights
-from .models import create_model, list_models
-from .utils import channel_tensor, normalize
+from ..atomic import atomic_write
+from ..checkpoint import load_weights
+from ..models import create_model, list_models
+from ..utils import channel_tensor, normalize
 
 STUDENT_WEIGHTS = "student.pt"
 STUDENT_CARD = "student.json"
@@ -227,14 +227,14 @@ def _load_here(path: str, check: Tensor) -> Tensor:
 
 # the child process of _load_in_child: loads the package, runs it, saves the logits
 _CHILD_CODE = ("import sys, torch\n"
-               "from fastcae.export import _load_here\n"
+               "from fastcae.apps.export import _load_here\n"
                "package, inputs, out, device = sys.argv[1:]\n"
                "torch.save(_load_here(package, torch.load(inputs).to(device)), out)\n")
 
 
 def _load_in_child(path: str, check: Tensor, timeout: float = LOAD_TIMEOUT) -> Tensor:
     """``_load_here`` in a child process: a loader that crashes or hangs ends the child, not the export."""
-    root = str(Path(__file__).resolve().parents[1])  # this fastcae, installed or not
+    root = str(Path(__file__).resolve().parents[2])  # this fastcae, installed or not
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
     with tempfile.TemporaryDirectory(prefix="fastcae-check-") as tmp:
         inputs, out = os.path.join(tmp, "inputs.pt"), os.path.join(tmp, "logits.pt")
