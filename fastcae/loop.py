@@ -5,18 +5,14 @@ checkpoint -> progress bar, until the last epoch or the budget's deadline. One e
 [re-create the generator every g_life epochs] -> synthesis batches (warm-up: many, no adversarial term, no
 student training) -> pool.push -> student steps on pool samples (cosine lr per epoch) -> evaluation ->
 health -> history. Losses stay on the device and are read every ``log_every`` student steps and once per
-epoch; each read also checks that every term is finite. The budget is one deadline, checked between
-synthesis batches, at each loss read and after each epoch. Each check looks ahead: it stops when the next
-piece of work (one synthesis batch, the student steps up to the next read, or the next epoch's first
-pieces), plus the evaluation that ends the run, would end past the deadline, at the pace measured so far.
-So a run ends before its budget rather than one piece after it.
+epoch; each read also checks that every term is finite. The budget is one deadline (``fastcae.budget``),
+checked between synthesis batches, at each loss read and after each epoch, one piece of work ahead.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-import statistics
 import time
 from dataclasses import dataclass
 
@@ -25,6 +21,7 @@ from torch import Tensor, nn
 
 from . import checkpoint as ckpt
 from .bn_stats import BNStatsLoss
+from .budget import Deadline
 from .config import DistillConfig
 from .distributed import World, local_share, to_cpu
 from .evaluate import accuracy
@@ -54,9 +51,8 @@ class EvalSet:
     labels: Tensor
 
 
-def past(deadline: float | None) -> bool:
-    """Whether the budget's deadline (a ``time.perf_counter()`` reading; None: no budget) has passed."""
-    return deadline is not None and time.perf_counter() > deadline
+def _add(sums: dict[str, float] | None, terms: dict[str, float]) -> dict[str, float]:
+    return terms if sums is None else {k: sums[k] + terms[k] for k in terms}
 
 
 def cosine_lr(cfg: DistillConfig, epoch: int) -> float:
@@ -123,10 +119,7 @@ class DistillRun:
         self.revision: str | None = None  # why the plan was re-sized, reported once in the epoch's record
         self.cut: str | None = None  # the phase the budget cut short this epoch, reported in its record
         self._synth_batches: list[tuple[float, bool]] = []  # (seconds, warm-up) per synthesis batch, for the re-sizing
-        # the pace so far, for the deadline's look-ahead (0 until measured)
-        self._batch_seconds = 0.0  # one synthesis batch
-        self._step_seconds = 0.0  # one student step
-        self._eval_seconds = 0.0  # one evaluation
+        self.deadline = Deadline(self.device, world)  # its time is set by train(); None (no budget) until then
 
     @property
     def effective_compile_mode(self) -> str:
@@ -162,7 +155,7 @@ class DistillRun:
                 for p in module.parameters():
                     p.requires_grad_(trainable)
 
-    def synthesize(self, epoch: int, deadline: float | None = None) -> dict[str, float]:
+    def synthesize(self, epoch: int) -> dict[str, float]:
         cfg = self.cfg
         warm = epoch < cfg.warmup_epochs
         n_batches = cfg.warmup_synth_batches if warm else cfg.synth_batches
@@ -173,7 +166,7 @@ class DistillRun:
         totals, done = None, 0
         with self._phase("synthesis"):
             for _ in range(n_batches):
-                t0 = self._clock()
+                t0 = self.deadline.clock()
                 batch = self.synth.synthesize(adv_weight)
                 self.pool.push(batch.images, batch.labels, batch.sources)
                 self.images_synthesized += batch.images.shape[0]
@@ -182,14 +175,14 @@ class DistillRun:
                 terms = dict(self.synth.last_terms)
                 terms.update(batch_health(self.teacher, self.augment.normalize, batch.images, batch.labels,
                                           self.synth.num_classes))
-                totals = terms if totals is None else {k: totals[k] + terms[k] for k in terms}
+                totals = _add(totals, terms)
                 done += 1
                 # the batch's device work, not its launches: the health terms are device tensors, so on CUDA
                 # nothing above has waited for the steps to run
-                self._batch_seconds = self._clock() - t0
-                self._synth_batches.append((self._batch_seconds, warm))
+                self.deadline.batch_seconds = self.deadline.clock() - t0
+                self._synth_batches.append((self.deadline.batch_seconds, warm))
                 # room for one more batch, then the student's first read (after the warm-up)
-                if done < n_batches and self.past(deadline, ahead=self.least_epoch_seconds(epoch)):
+                if done < n_batches and self.deadline.epoch_overruns(cfg, epoch):
                     self.cut = "synthesis"  # a budget cut: the epoch's remaining batches are skipped
                     break
         return {k: float(v) / done for k, v in (totals or {}).items()}
@@ -202,97 +195,58 @@ class DistillRun:
             return revised["cutmix_planned"]
         return self.cfg.cutmix
 
-    def train_student(self, epoch: int, deadline: float | None) -> dict[str, float]:
-        cfg = self.cfg
+    def train_student(self, epoch: int) -> dict[str, float]:
+        cfg, deadline = self.cfg, self.deadline
         self.steps.use_cutmix(self.cutmix_share(epoch))
         self._set_student_trainable(True)
         lr = cosine_lr(cfg, epoch)
         for group in self.optimizer.param_groups:
             group["lr"] = lr
         sums, window, steps = None, None, 0
-        timed = self._revision_window(epoch, deadline)  # (first, last) step to time, or None
-        durations = []  # each timed step's seconds: their median sizes the plan, so a moment of other work on
-        # the machine does not (a mean over the window once re-sized a run to end at 139 s of 240)
+        timer = deadline.revision_timer(cfg, epoch)  # a few steps timed to re-size the plan, in one epoch only
         with self._phase("distillation"):
-            step, read_at, read_step = 0, time.perf_counter(), 0
-            skip = self.past(deadline, ahead=self._chunk_seconds(cfg.student_steps))
-            if skip:
-                self.cut = self.cut or "distillation"  # not even the steps up to the first read fit
-            while not skip and step < cfg.student_steps:  # the count may be re-sized once, inside the first epoch
-                if timed is not None and step == timed[0]:
-                    mark = self._clock()
+            read_at, read_step = time.perf_counter(), 0
+            stop = deadline.steps_overrun(cfg.student_steps, cfg.log_every)  # not even the first read fits
+            while not stop and steps < cfg.student_steps:  # the count may be re-sized once, inside the first epoch
+                timer.start(steps)
                 images, labels, _ = self.pool.sample(self.student_batch)
-                terms = self.steps.student_step(self.optimizer, images, labels)
-                window = accumulate(window, terms)
+                window = accumulate(window, self.steps.student_step(self.optimizer, images, labels))
                 steps += 1
-                step += 1
-                if timed is not None and timed[0] < step <= timed[1]:  # one clock reading per timed step
-                    now = self._clock()
-                    durations.append(now - mark)
-                    mark = now
-                if timed is not None and step == timed[1]:
-                    self._revise_plan(epoch, statistics.median(durations), step, deadline)
-                    cfg, timed = self.cfg, None
-                if step % cfg.log_every == 0 or step == cfg.student_steps:
-                    read = {k: float(v) for k, v in window.items()}  # the one host sync per log interval
-                    self._check_finite(read, epoch, f"student step {step}")
-                    sums = read if sums is None else {k: sums[k] + read[k] for k in read}
-                    window = None
+                step_seconds = timer.lap(steps)
+                if step_seconds is not None:
+                    self._revise_plan(epoch, step_seconds, steps)
+                    cfg = self.cfg
+                if steps % cfg.log_every == 0 or steps == cfg.student_steps:
+                    sums, window = _add(sums, self._read(window, epoch, f"student step {steps}")), None
                     now = time.perf_counter()  # synced by the read: the steps up to here have run
-                    self._step_seconds = (now - read_at) / (step - read_step)
-                    read_at, read_step = now, step
-                    ahead = self._chunk_seconds(cfg.student_steps - step)
-                    if step < cfg.student_steps and self.past(deadline, ahead=ahead):
-                        self.cut = self.cut or "distillation"  # a budget cut: the epoch's remaining steps are skipped
-                        break
+                    deadline.step_seconds = (now - read_at) / (steps - read_step)
+                    read_at, read_step = now, steps
+                    stop = steps < cfg.student_steps and deadline.steps_overrun(cfg.student_steps - steps,
+                                                                                 cfg.log_every)
+            if stop:
+                self.cut = self.cut or "distillation"  # a budget cut: the epoch's remaining steps are skipped
             if self.recorder is not None:
                 self.recorder.add(images=steps * self.student_batch, steps=steps)
         if window is not None:
-            read = {k: float(v) for k, v in window.items()}
-            sums = read if sums is None else {k: sums[k] + read[k] for k in read}
+            sums = _add(sums, {k: float(v) for k, v in window.items()})
         out = {k: v / steps for k, v in (sums or {}).items()}
         out["lr"] = lr
         out["student_steps"] = steps
         return out
 
-    def _clock(self) -> float:
-        """Now, after the queued device work (a timing, not a launch count)."""
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        return time.perf_counter()
+    def _read(self, window: dict[str, Tensor], epoch: int, where: str) -> dict[str, float]:
+        """The window's losses on the host (the one host sync per log interval), each checked to be finite."""
+        read = {k: float(v) for k, v in window.items()}
+        self._check_finite(read, epoch, where)
+        return read
 
-    def _revision_window(self, epoch: int, deadline: float | None) -> tuple[int, int] | None:
-        """The steps to time for re-sizing the plan: in the first post-warm-up epoch of a planned run with a
-        deadline, after two untimed steps (first calls, compiling), about a fifth of the epoch, ending
-        before its last step."""
-        plan, n = self.cfg.plan, self.cfg.student_steps
-        if (deadline is None or plan is None or plan.get("revised") or not plan.get("planned", True)
-                or epoch != self.cfg.warmup_epochs or n < 8):
-            return None
-        return 2, min(2 + max(5, n // 5), n - 1)
-
-    def past(self, deadline: float | None, ahead: float = 0.0) -> bool:
-        """Whether work of ``ahead`` seconds started now, and the evaluation that ends the run after it, would
-        end past the deadline, decided together: every process stops at the same step once any would."""
-        return self.world.any(past(None if deadline is None else deadline - ahead - self._eval_seconds))
-
-    def _chunk_seconds(self, steps_left: int) -> float:
-        """The student steps up to the next loss read (the unit the budget cuts), at the pace so far."""
-        return min(self.cfg.log_every, steps_left) * self._step_seconds
-
-    def least_epoch_seconds(self, epoch: int) -> float:
-        """The least epoch ``epoch`` (0-based) can take, at the pace so far: one synthesis batch and, after the
-        warm-up, the student steps up to the first read."""
-        student = self._chunk_seconds(self.cfg.student_steps) if epoch >= self.cfg.warmup_epochs else 0.0
-        return self._batch_seconds + student
-
-    def _revise_plan(self, epoch: int, step_seconds: float, done: int, deadline: float) -> None:
+    def _revise_plan(self, epoch: int, step_seconds: float, done: int) -> None:
         revised = None
         if self.world.main:  # rank 0 re-sizes, every rank follows (the same step counts keep the all-reduces paired)
             synth = typical_synth_seconds(self._synth_batches, self.cfg.synth_batches,
                                           self.cfg.plan.get("costs") or {})
             revised = revise_student_steps(self.cfg.plan, step_seconds, synth, done,
-                                           deadline - time.perf_counter(), self.cfg.epochs - epoch - 1)
+                                           self.deadline.seconds_left(), self.cfg.epochs - epoch - 1)
         revised = self.world.broadcast(revised)
         if revised is not None:
             added = revised["reasons"][len(self.cfg.plan["reasons"]):]  # the re-sizing, and CutMix if it changed
@@ -306,32 +260,32 @@ class DistillRun:
         return accuracy(self.student, self.eval_set.images, self.eval_set.labels, self.mean, self.std,
                         device=self.device)
 
-    def run_epoch(self, deadline: float | None = None) -> dict:
+    def run_epoch(self) -> dict:
         cfg, epoch = self.cfg, self.epoch
         start = time.perf_counter()
         renewed = epoch > 0 and epoch % cfg.g_life == 0
         if renewed:
             self.synth.reset()
         record = {"epoch": epoch + 1, "phase": "warmup" if epoch < cfg.warmup_epochs else "distill"}
-        g_terms = self.synthesize(epoch, deadline)
+        g_terms = self.synthesize(epoch)
         health = {k: g_terms.pop(k) for k in ("agreement", "diversity") if k in g_terms}
         self._check_finite(g_terms, epoch + 1, "synthesis")
         record.update({f"g_{k}": v for k, v in g_terms.items()})
         record.update(health)
         if epoch >= cfg.warmup_epochs:
-            record.update(self.train_student(epoch, deadline))
+            record.update(self.train_student(epoch))
             if self.revision is not None:
                 record["plan_revised"], self.revision = self.revision, None
         if self.cut is not None:  # the epoch did less than its schedule: a rerun without the budget would differ
             record["budget_cut"], self.cut = self.cut, None
         self.elapsed += time.perf_counter() - start
         acc = None
-        stopping = self.past(deadline, ahead=self.least_epoch_seconds(epoch + 1))  # the last epoch is evaluated
+        stopping = self.deadline.epoch_overruns(self.cfg, epoch + 1)  # the last epoch is evaluated
         if self.eval_set is not None and ((epoch + 1) % cfg.eval_every == 0 or epoch + 1 == cfg.epochs or stopping):
             t0 = time.perf_counter()
             acc = self.evaluate()
             if acc is not None:
-                self._eval_seconds = time.perf_counter() - t0
+                self.deadline.eval_seconds = time.perf_counter() - t0
         record.update({"seconds": self.elapsed, "images_synthesized": self.images_synthesized, "accuracy": acc})
         if epoch == 0 and cfg.plan is not None:
             record["plan"] = cfg.plan
@@ -400,14 +354,14 @@ def train(run: DistillRun, checkpoint_dir=None, started: float | None = None) ->
             run.load_state_dict(state)
     cfg = run.cfg  # the epochs and checkpoint cadence; run.cfg itself may be revised after the warm-up
     start = time.perf_counter() if started is None else started
-    deadline = None if cfg.max_seconds is None else start + max(cfg.max_seconds - run.elapsed, 0.0)
+    run.deadline.at = None if cfg.max_seconds is None else start + max(cfg.max_seconds - run.elapsed, 0.0)
     bar = _ProgressBar(run) if cfg.progress and run.world.main else None
     try:
         while run.epoch < cfg.epochs:
-            record = run.run_epoch(deadline)
+            record = run.run_epoch()
             # read again: past the deadline now (or the next epoch would end past it), though not when the epoch
             # looked, the run stops (one more epoch would overrun) and its last evaluation stays the one before
-            stopping = run.past(deadline, ahead=run.least_epoch_seconds(run.epoch))
+            stopping = run.deadline.epoch_overruns(run.cfg, run.epoch)
             if stopping and run.epoch < cfg.epochs and "budget_cut" not in record:
                 record["budget_cut"] = "epochs"  # the epoch did its schedule; the ones after it will not run
             if checkpoint_dir is not None and (run.epoch % cfg.checkpoint_every == 0 or run.epoch == cfg.epochs

@@ -29,10 +29,10 @@ def test_resume_gives_the_same_continuation(tmp_path, monkeypatch, paradigm, com
 
     original = DistillRun.run_epoch
 
-    def crash_after_two(self, deadline=None):
+    def crash_after_two(self):
         if self.epoch == 2:
             raise KeyboardInterrupt("simulated crash")
-        return original(self, deadline)
+        return original(self)
 
     monkeypatch.setattr(DistillRun, "run_epoch", crash_after_two)
     with pytest.raises(KeyboardInterrupt):

@@ -138,7 +138,7 @@ def test_explicit_schedule_is_kept():
 def test_distill_plans_for_the_budget_records_the_plan_and_reruns_identically(monkeypatch):
     # the deadline never cuts an epoch here: on a loaded machine it may cut the last one, and a rerun without the
     # budget would then do more work (that cut is recorded: see the next test); planning still sees the deadline
-    monkeypatch.setattr("fastcae.loop.past", lambda deadline: False)
+    monkeypatch.setattr("fastcae.budget.Deadline.overruns", lambda self, ahead=0.0: False)
     torch.manual_seed(0)
     teacher, student = trained_like_teacher(), tiny_classifier()
     initial = {k: v.clone() for k, v in student.state_dict().items()}
@@ -299,7 +299,8 @@ def test_the_re_sizing_times_steps_by_their_median_so_a_moment_of_other_work_doe
     cfg = cfg.replace(plan={"planned": True, "schedule": {}, "reasons": []})
     run = loop.DistillRun(cfg, trained_like_teacher(), tiny_classifier(), torch.randn(5, 16), (1, 8, 8), (0.5,),
                           (0.5,), "cpu")
-    first, last = run._revision_window(1, deadline=1e9)
+    run.deadline.at = 1e9
+    first, last = run.deadline.revision_timer(run.cfg, 1).window
     assert last - first == 8
     calls = {"n": 0}
     real_step = run.steps.student_step
@@ -314,7 +315,7 @@ def test_the_re_sizing_times_steps_by_their_median_so_a_moment_of_other_work_doe
     monkeypatch.setattr(run.steps, "student_step", step)
     monkeypatch.setattr(loop, "revise_student_steps", lambda plan, step_seconds, *a: seen.append(step_seconds))
     run.pool.push(torch.rand(20, 1, 8, 8), torch.arange(20) % 5, torch.arange(20))  # what synthesis would keep
-    run.train_student(1, deadline=1e9)
+    run.train_student(1)
     assert seen == [pytest.approx(0.1)]
 
 
@@ -365,8 +366,8 @@ def test_a_synthesis_batch_is_timed_when_its_device_work_is_done_not_when_it_was
         return out
 
     monkeypatch.setattr(run.synth, "synthesize", launched)
-    run.device = torch.device("cuda")  # only the clock reads it here: the models stay on the CPU
+    run.deadline.device = torch.device("cuda")  # only the clock reads it here: the models stay on the CPU
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         run.synthesize(0)
-    assert run._batch_seconds == pytest.approx(1.01)
+    assert run.deadline.batch_seconds == pytest.approx(1.01)

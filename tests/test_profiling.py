@@ -1,4 +1,5 @@
-"""fastcae.profiling: aggregation on synthetic spans/samples, the no-driver path, a fake NVML, the writers."""
+"""fastcae.profiling: aggregation on synthetic spans/samples, the writers; fastcae.gpu_sampler: the no-driver
+path, a fake NVML."""
 
 import json
 import sys
@@ -7,7 +8,8 @@ import types
 
 import pytest
 
-from fastcae.profiling import GPUSampler, PhaseRecorder, Span, build_report, profile_session, write_report
+from fastcae.gpu_sampler import GPUSampler
+from fastcae.profiling import PhaseRecorder, Span, build_report, profile_session, write_report
 
 
 def _samples(t_from, t_to, dt=0.1, power=100.0, util=50.0, mem=1000.0, peak_at=None, peak_mem=None):

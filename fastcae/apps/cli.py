@@ -71,7 +71,17 @@ def _add_distill_args(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="fastcae", description="Fast data-free knowledge distillation (CAE-DFKD)")
     sub = parser.add_subparsers(dest="command", required=True)
+    _add_demo_parser(sub)
+    _add_distill_parsers(sub)
+    sub.add_parser("presets", help="list the presets: teacher-student pairs with published accuracies, and the "
+                                   "config-only schedules")
+    _add_teacher_parser(sub)
+    _add_transfer_parser(sub)
+    _add_export_parser(sub)
+    return parser
 
+
+def _add_demo_parser(sub) -> None:
     demo = sub.add_parser("demo", help="distil a digits teacher without data (embedded demo, no download)")
     demo.add_argument("--out", default="fastcae-demo", help="output directory (PNG pictures, summary.json)")
     demo.add_argument("--budget", type=float, default=180.0, help="distillation wall-time budget in seconds")
@@ -82,6 +92,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--profile", default=None, metavar="REPORT.json",
                       help="write a throughput report (JSON + Markdown + PNG; GPU metrics via NVML when present)")
 
+
+def _add_distill_parsers(sub) -> None:
+    """``fastcae distill`` and ``fastcae profile``, which share its flags."""
     dist = sub.add_parser("distill", help="distil a student from a teacher checkpoint",
                           description="Distil a student from a teacher checkpoint. A pair --preset (fastcae "
                                       "presets) fills in the models, classes, image shape and mean/std; explicit "
@@ -103,9 +116,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="where the report goes (default: OUT/profile.json)")
     prof.add_argument("--budget", type=float, default=60.0, help="demo only: wall-time budget in seconds")
 
-    sub.add_parser("presets", help="list the presets: teacher-student pairs with published accuracies, and the "
-                                   "config-only schedules")
 
+def _add_teacher_parser(sub) -> None:
     tt = sub.add_parser("train-teacher", help="train a teacher on a torchvision dataset (resumable)",
                         description="Train a teacher with the CIFAR recipe: SGD (momentum 0.9, weight decay 5e-4), "
                                     "cosine decay, random crop (padding 4) and horizontal flip. A checkpoint is "
@@ -129,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     tt.add_argument("--device", default=None)
     tt.add_argument("--no-progress", action="store_true")
 
+
+def _add_transfer_parser(sub) -> None:
     tr = sub.add_parser("transfer", help="linear probe / fine-tune a student on a downstream set")
     tr.add_argument("--student", required=True, help="student weights (.pt/.pth state dict or .safetensors)")
     tr.add_argument("--student-model", required=True, help="student architecture (fastcae.models.list_models())")
@@ -148,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("--device", default=None)
     tr.add_argument("--json", default=None, help="also write the results to this JSON file")
 
+
+def _add_export_parser(sub) -> None:
     ex = sub.add_parser("export", help="export a distilled student (images in [0, 1] -> logits) to .pt2 or .onnx",
                         description="Export a student with its input normalisation folded in, dynamic batch size: "
                                     ".pt2 (an AOTInductor package for the native runner, built for --device) or "
@@ -165,7 +181,6 @@ def build_parser() -> argparse.ArgumentParser:
     ex.add_argument("--device", default="cpu", help="the device the .pt2 is compiled for (cpu or cuda)")
     ex.add_argument("--runner", default=None, metavar="FASTCAE_RUN",
                     help="check the .pt2 with this native runner (build/fastcae-run) instead of Python's loader")
-    return parser
 
 
 def _cmd_demo(args) -> int:

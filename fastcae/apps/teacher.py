@@ -170,18 +170,8 @@ def train_teacher(
                           weight_decay=recipe.weight_decay)
     steps_per_epoch = math.ceil(len(train) / recipe.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=recipe.epochs * steps_per_epoch)
-    history: list[dict] = []
-    epoch = 0
     ckpt_path = out / CHECKPOINT
-    if ckpt_path.exists():
-        payload = _load_checkpoint(ckpt_path, recipe)
-        model.load_state_dict(payload["model"])
-        opt.load_state_dict(payload["optimizer"])
-        sched.load_state_dict(payload["scheduler"])
-        set_rng_state(payload["rng"], device)
-        epoch, history = payload["epoch"], list(payload["history"])
-    else:
-        torch.manual_seed(recipe.seed)
+    epoch, history = _resume(ckpt_path, recipe, model, opt, sched, device)
 
     bar = None
     if progress:
@@ -201,10 +191,7 @@ def train_teacher(
             if epoch == recipe.epochs or epoch % eval_every == 0:
                 record["test_accuracy"] = accuracy(model, test.images, test.labels, mean, std, device=device)
             history.append(record)
-            payload = {"format": CHECKPOINT_FORMAT, "recipe": recipe.to_dict(), "epoch": epoch,
-                       "model": model.state_dict(), "optimizer": opt.state_dict(),
-                       "scheduler": sched.state_dict(), "rng": rng_state(), "history": history}
-            atomic_write(ckpt_path, lambda tmp: torch.save(payload, tmp))
+            _save_checkpoint(ckpt_path, recipe, epoch, model, opt, sched, history)
             if bar is not None:
                 bar.set_postfix({k: f"{v:.3f}" for k, v in record.items() if k in ("loss", "test_accuracy")})
                 bar.update(1)
@@ -223,3 +210,26 @@ def train_teacher(
         atomic_write(out / "teacher.pt", lambda tmp: torch.save(model.state_dict(), tmp))
         (out / "teacher.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _resume(path: Path, recipe: TeacherRecipe, model: nn.Module, opt, sched, device) -> tuple[int, list[dict]]:
+    """The epochs done and their history: from the checkpoint at ``path`` (model, optimiser, scheduler and RNG
+    state restored), else none, with the recipe's seed set."""
+    if not path.exists():
+        torch.manual_seed(recipe.seed)
+        return 0, []
+    payload = _load_checkpoint(path, recipe)
+    model.load_state_dict(payload["model"])
+    opt.load_state_dict(payload["optimizer"])
+    sched.load_state_dict(payload["scheduler"])
+    set_rng_state(payload["rng"], device)
+    return payload["epoch"], list(payload["history"])
+
+
+def _save_checkpoint(path: Path, recipe: TeacherRecipe, epoch: int, model: nn.Module, opt, sched,
+                     history: list[dict]) -> None:
+    """Everything ``_resume`` needs, written atomically (a crash mid-write keeps the previous checkpoint)."""
+    payload = {"format": CHECKPOINT_FORMAT, "recipe": recipe.to_dict(), "epoch": epoch,
+               "model": model.state_dict(), "optimizer": opt.state_dict(),
+               "scheduler": sched.state_dict(), "rng": rng_state(), "history": history}
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
