@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 
 from .. import distributed
-from ..checkpoint import load_weights
 from ..config import DistillConfig
 from ..datasets import DATASETS
+from ..models.weights import load_weights
 from ..presets import PAIR_PRESETS, format_presets_table, get_preset, list_presets
 from .teacher import TeacherCheckpointError
 
