@@ -20,6 +20,8 @@ POOL_POLICIES = ("fifo", "reservoir")  # fastcae.pool: what a full pool replaces
 POOL_DTYPES = ("uint8", "bfloat16")  # fastcae.pool: how the pool stores images (torch dtype names)
 COMPILE_MODES = ("eager", "inductor", "cudagraphs", "aot_eager")  # how the two steps run (torch.compile)
 PRECISIONS = ("fp32", "bf16")
+# the prompt each class name goes into for the text encoder; fastcae.synthesis.embeddings takes it as its default
+DEFAULT_PROMPT = "a photo of a {name}"
 
 
 def check_compile_mode(compile) -> None:
@@ -101,7 +103,7 @@ class DistillConfig:
 
     # --- category embeddings (decision, METHOD.md 5.1) ------------------------------------------------
     text_encoder: str = "auto"  # "auto", "clip", "minilm", "sentence-transformers:<name or dir>", "random"
-    prompt: str = "a photo of a {name}"
+    prompt: str = DEFAULT_PROMPT
     allow_random_fallback: bool = False  # "auto" may fall back to random class-index vectors only if True
     embedding_cache: str | None = None  # directory; None: ~/.cache/fastcae/embeddings
 
