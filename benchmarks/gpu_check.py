@@ -238,7 +238,7 @@ def part_summary(out: Path) -> int:
               f"{'n/a' if got is None else f'{got:.2f}'} | {'n/a' if ok is None else ('yes' if ok else 'NO')} |")
     best = min(steps.values(), key=lambda r: r["student_ms"] + r.get("generator_ms", 0), default=None)
     if best and "generator_ms" in best:
-        from fastcae.config import make_config
+        from fastcae.presets import make_config
 
         for dataset in ("cifar10", "cifar100"):
             c = make_config(preset=f"{dataset}-resnet34-resnet18", paradigm="cae")

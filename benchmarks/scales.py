@@ -22,11 +22,11 @@ import pytest
 import torch
 
 from fastcae import ops
-from fastcae.config import make_config
 from fastcae.datasets import DATASETS
 from fastcae.distributed import World
 from fastcae.loop import DistillRun
 from fastcae.models import create_model
+from fastcae.presets import make_config
 
 # The benchmarks' device (benchmarks/conftest.py takes it from here): defined here, not in the conftest, so
 # that scripts outside pytest (benchmarks/gpu_check.py) import it without picking up some other conftest.

@@ -125,7 +125,7 @@ def hours_section(benches: list[dict]) -> list[str]:
             step.setdefault(backend, {})["g"] = b["stats"]["median"]
         elif b["name"].startswith("test_student_step["):
             step.setdefault(backend, {})["s"] = b["stats"]["median"]
-    from fastcae.config import make_config  # the presets' own schedules, so the estimate follows them
+    from fastcae.presets import make_config  # the presets' own schedules, so the estimate follows them
 
     rows = []
     for backend, t in step.items():

@@ -16,8 +16,8 @@ from conftest import DEVICE
 from fidelity.cases import CASES
 from scales import generator_step, record_images, student_step
 
-from fastcae.config import make_config
 from fastcae.loop import DistillRun
+from fastcae.presets import make_config
 
 PAIRS = ["mbv3-grey32", "vgg-grey32", "resnet8-colour-rot32"]
 LAYOUTS = {"nchw": False, "nhwc": True}

@@ -24,9 +24,10 @@ from scales import SCALE, backend_params, build_run, kernels_for
 from fastcae import distill
 from fastcae.apps.data import load_digits
 from fastcae.apps.demo import digits_teacher
-from fastcae.config import DEFAULT_G_STEPS, PRESETS
+from fastcae.config import DEFAULT_G_STEPS
 from fastcae.datasets import DIGIT_NAMES
 from fastcae.models import create_model
+from fastcae.presets import get_preset
 from fastcae.synthesis.embeddings import EncoderUnavailable, class_embeddings
 
 PARADIGMS = ["cae", "nayer", "fast"]
@@ -65,7 +66,7 @@ def digits():
     mean, std = train.channel_stats()
     teacher, _ = digits_teacher(train, test, mean, std, 16, seed=0, device=DEVICE, progress=False)
     try:  # the demo's MiniLM embeddings; an image without the bundled encoder (the GPU one) gets random ones
-        prompt = PRESETS["digits"]["prompt"]
+        prompt = get_preset("digits").config["prompt"]
         embeddings, encoder = class_embeddings(DIGIT_NAMES, encoder="minilm", prompt=prompt), "minilm"
     except EncoderUnavailable:
         embeddings, encoder = class_embeddings(DIGIT_NAMES, encoder="random"), "random"

@@ -6,9 +6,9 @@
 __version__ = "0.1.0"
 
 from .api import DistillResult, distill
-from .config import PRESETS, DistillConfig
+from .config import DistillConfig
 from .models import create_model, list_models, register_model
 from .presets import get_preset, list_presets
 
-__all__ = ["distill", "DistillConfig", "DistillResult", "PRESETS", "create_model", "list_models", "register_model",
-           "get_preset", "list_presets", "__version__"]
+__all__ = ["distill", "DistillConfig", "DistillResult", "create_model", "list_models", "register_model", "get_preset",
+           "list_presets", "__version__"]

@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from . import checkpoint as ckpt
 from . import distributed, ops
 from .bn_stats import teacher_bn_layers
-from .config import DistillConfig, make_config
+from .config import DistillConfig
 from .datasets import DATASETS
 from .defaults import synthesis_defaults
 from .health import HEALTH_FIELDS
@@ -30,7 +30,7 @@ from .loop import DistillRun, EvalSet, freeze, train
 from .measure import bf16_pays, cpu_has_native_bf16, measure_costs
 from .plan import describe_estimate, explicit_schedule, plan_schedule, planned_cutmix
 from .pool import SyntheticPool
-from .presets import PairPreset, get_preset, is_pair_preset
+from .presets import Preset, get_preset, list_presets, make_config
 from .steps import memory_format, resolve_channels_last, resolve_precision
 from .synthesis.embeddings import class_embeddings
 from .utils import eval_mode
@@ -207,9 +207,9 @@ def distill(
             indices serve as names (``num_classes`` or the teacher's output width).
         image_shape, mean, std: what the teacher was trained on (images in [0, 1], then normalised). Left
             out, they come from a pair preset, else CIFAR-10's (3, 32, 32) and mean/std.
-        preset: named defaults: a config-only preset (``fastcae.config.PRESETS``) or a teacher -> student
-            pair (``fastcae.presets.list_pair_presets()``), which also supplies class names, image shape and
-            mean/std, and checks the teacher's output width; ``config``: a full ``DistillConfig``.
+        preset: named defaults (``fastcae.presets.list_presets()``): a config-only preset (a schedule) or a
+            teacher -> student pair (``list_presets(pairs=True)``), which also supplies class names, image shape
+            and mean/std, and checks the teacher's output width; ``config``: a full ``DistillConfig``.
         eval_data: optional labelled set, ``(images in [0, 1], labels)``, scored after each epoch.
         checkpoint_dir: save after each epoch there, atomically; resume from it if it holds a checkpoint.
         profile: write a throughput report there (JSON, with a Markdown summary and a PNG plot beside it):
@@ -246,7 +246,7 @@ class _Job:
     encoder: object  # a tensor or encoder object given as text_encoder (not a config value), else None
     teacher: nn.Module
     student: nn.Module
-    pair: PairPreset | None  # the pair preset, if one was named
+    pair: Preset | None  # the pair preset, if one was named
     known: dict  # what the teacher says it was trained on (teacher_input)
     used: list[str]  # which of those the run takes (said once the class names are known)
     image_shape: tuple  # as given or defaulted; checked by _validate
@@ -277,7 +277,7 @@ def _resolve(teacher, student, image_shape, mean, std, preset, config, text_enco
     cfg = make_config(preset, config, **options)
     explicit = explicit_schedule(preset, config, options)
     planned = cfg.max_seconds is not None and not explicit
-    pair = get_preset(preset) if is_pair_preset(preset) else None
+    pair = get_preset(preset) if preset in list_presets(pairs=True) else None
     if pair is not None:
         image_shape = pair.image_shape if image_shape is None else image_shape
         mean = pair.mean if mean is None else mean
@@ -341,7 +341,7 @@ def _class_names(job: _Job, class_names, num_classes) -> list[str]:
         if width != pair.num_classes:
             raise ValueError(f"preset {pair.name!r} is for {pair.dataset.name} with {pair.num_classes} classes but "
                              f"the teacher outputs {width}: use the preset of the dataset the teacher was trained on "
-                             f"(fastcae.presets.list_pair_presets())")
+                             f"(fastcae.presets.list_presets(pairs=True))")
         if class_names is None:
             class_names = pair.prompt_names
     if class_names is None and len(known.get("class_names", ())) == width:

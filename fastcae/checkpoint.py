@@ -1,4 +1,4 @@
-"""Atomic, validated, resumable checkpoints; the random state they carry; safe loading of model weights.
+"""Atomic, validated, resumable checkpoints and the random state they carry.
 
 ``save`` writes to a temporary file in the same directory, flushes it to disk and renames it over
 ``checkpoint.pt`` (a rename is atomic), after moving the previous checkpoint to ``checkpoint.prev.pt``: a
@@ -6,9 +6,9 @@ crash mid-write never leaves a half-written file in place, and the last good sta
 ``load`` reads with ``weights_only=True`` (a checkpoint is data, never code), checks the format and that it
 was written by a compatible configuration, and names the problem when it cannot be used.
 
-``read_payload`` (the weights-only read and format check), ``rng_state`` / ``set_rng_state`` (what a resumed
-run needs to draw the same random numbers) and ``load_weights`` (a user's teacher or student weights, never
-unpickling code) serve the distillation checkpoints here, the teacher recipe's and the CLI alike.
+``read_payload`` (the weights-only read and format check) and ``rng_state`` / ``set_rng_state`` (what a resumed
+run needs to draw the same random numbers) serve the distillation checkpoints here and the teacher recipe's
+alike. A user's teacher or student weights are loaded by ``fastcae.models.weights.load_weights``.
 """
 
 from __future__ import annotations
@@ -151,19 +151,3 @@ def set_rng_state(state: dict, device=None) -> None:
             torch.cuda.set_rng_state(cuda.cpu(), device if device is not None else "cuda")
         else:
             torch.cuda.set_rng_state_all([s.cpu() for s in cuda])
-
-
-# ---------------------------------------------------------------------------------- a user's model weights
-def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
-    """Load a state dict (``.pt``/``.pth`` via ``weights_only=True``, or ``.safetensors``) into ``model``, strictly.
-
-    Accepts a bare state dict or one nested under "state_dict", "model_state_dict", "model", "net" or "student",
-    keys prefixed by DataParallel or torch.compile, or a whole fastcae zoo model saved with ``torch.save(model)``
-    (rebuilt from an allow-list of classes); never unpickles code. Weights that do not fit raise one
-    ``ValueError`` naming the missing and unexpected keys, the shape mismatches and the closest zoo model; a
-    file that holds no state dict says what it holds. The work is ``fastcae.models.weights`` (beside the zoo,
-    so that ``fastcae.models.resolve_model(spec, weights=...)`` shares it without importing upwards).
-    """
-    from .models.weights import load_weights as load
-
-    return load(model, path)

@@ -1,7 +1,8 @@
 """One dataclass holds every knob of a distillation run; each default says where it comes from.
 
 Defaults follow NAYER's CIFAR-10 loop and loss weights (METHOD.md section 2) unless marked "decision"
-(METHOD.md section 5). Named presets are plain dicts of overrides, applied before the user's keywords.
+(METHOD.md section 5). Named presets (``fastcae.presets``) are overrides of these defaults; ``make_config``
+there applies one, then the user's keywords.
 
 This is the bottom layer: it imports nothing else of fastcae. The names a field may take (paradigms, noise
 sources, pool policies and dtypes, compile modes, precisions) are defined here, once, and the modules that
@@ -20,6 +21,8 @@ POOL_POLICIES = ("fifo", "reservoir")  # fastcae.pool: what a full pool replaces
 POOL_DTYPES = ("uint8", "bfloat16")  # fastcae.pool: how the pool stores images (torch dtype names)
 COMPILE_MODES = ("eager", "inductor", "cudagraphs", "aot_eager")  # how the two steps run (torch.compile)
 PRECISIONS = ("fp32", "bf16")
+# the prompt each class name goes into for the text encoder; fastcae.synthesis.embeddings takes it as its default
+DEFAULT_PROMPT = "a photo of a {name}"
 
 
 def check_compile_mode(compile) -> None:
@@ -36,29 +39,10 @@ def check_noise_sources(names) -> None:
         raise ValueError(f"unknown noise sources {unknown}; known: {', '.join(NOISE_SOURCES)}")
 
 
-# ------------------------------------------------------------------------------- NAYER's published setting
-# NAYER's schedule per dataset (METHOD.md section 2), as DistillConfig overrides. g_steps is not in it: each
-# paradigm keeps its own default (cae: 10) and NAYER's per-dataset generator steps are in NAYER_G_STEPS,
-# applied only to the nayer paradigm.
-NAYER_SCHEDULES = {
-    "cifar10": dict(epochs=120, warmup_epochs=20, warmup_synth_batches=10, synth_batches=2, student_steps=400,
-                    synth_batch_size=400, student_batch_size=512, lr_s=0.2),
-    "cifar100": dict(epochs=220, warmup_epochs=20, warmup_synth_batches=10, synth_batches=2, student_steps=400,
-                     synth_batch_size=400, student_batch_size=512, lr_s=0.2),
-    "tinyimagenet": dict(epochs=320, warmup_epochs=20, warmup_synth_batches=10, synth_batches=4,
-                         student_steps=1000, synth_batch_size=200, student_batch_size=256, lr_s=0.1),
-}
-NAYER_G_STEPS = {"cifar10": 30, "cifar100": 40, "tinyimagenet": 60}  # METHOD.md section 2
-# NAYER's loss weights and student optimiser; equal to DistillConfig's defaults today, spelled out so a preset
-# keeps meaning NAYER's setting if a default changes.
-NAYER_LOSS = dict(bn_weight=10.0, bn_momentum=0.9, ce_weight=0.5, adv_weight=1.33, temperature=20.0, g_life=10,
-                  lr_g=4e-3, momentum=0.9, weight_decay=1e-4, lr_min=2e-4)
-
-
-def nayer_preset(dataset: str) -> tuple[dict, dict]:
-    """``(overrides, per-paradigm overrides)`` of NAYER's setting on ``dataset``: its schedule and loss weights
-    for every paradigm, its generator steps for ``nayer`` only."""
-    return {**NAYER_SCHEDULES[dataset], **NAYER_LOSS}, {"nayer": {"g_steps": NAYER_G_STEPS[dataset]}}
+# ------------------------------------------------------------------------------- NAYER's generator steps
+# NAYER's generator steps per synthesis batch, per dataset (METHOD.md section 2): the nayer paradigm's default
+# below is the CIFAR-10 one; NAYER's presets (fastcae.presets) apply their dataset's to the nayer paradigm only.
+NAYER_G_STEPS = {"cifar10": 30, "cifar100": 40, "tinyimagenet": 60}
 
 
 # Generator steps per synthesis batch when ``g_steps`` is None. cae: decision (the paradigm change: the
@@ -101,7 +85,7 @@ class DistillConfig:
 
     # --- category embeddings (decision, METHOD.md 5.1) ------------------------------------------------
     text_encoder: str = "auto"  # "auto", "clip", "minilm", "sentence-transformers:<name or dir>", "random"
-    prompt: str = "a photo of a {name}"
+    prompt: str = DEFAULT_PROMPT
     allow_random_fallback: bool = False  # "auto" may fall back to random class-index vectors only if True
     embedding_cache: str | None = None  # directory; None: ~/.cache/fastcae/embeddings
 
@@ -243,71 +227,3 @@ RESUME_KEYS = (
     "pool_dtype",
     "pool_capacity",
 )
-
-
-# Named config-only presets: overrides of the defaults, carrying NAYER's schedules (METHOD.md section 2) and
-# the small embedded demo. Paper-scale teacher -> student pairs (models, classes, normalisation, published
-# accuracies) live in ``fastcae.presets``, which registers them here (``register_preset``), so ``make_config``
-# accepts both kinds of name and this module still imports nothing of fastcae.
-PRESETS: dict[str, dict] = {
-    **{f"nayer-{dataset}": nayer_preset(dataset)[0] for dataset in NAYER_SCHEDULES},
-    # The embedded digits demo (METHOD.md section 7's prototype): small batches, few generator steps,
-    # KD at T = 4, no flip (digits have a handedness), a half-width generator for 16x16 images.
-    # Tuned on 2 CPU cores.
-    "digits": dict(
-        epochs=40, warmup_epochs=2, warmup_synth_batches=5, synth_batches=1, student_steps=100,
-        synth_batch_size=200, student_batch_size=128, g_steps=10, generator_width=32, temperature=4.0,
-        lr_s=0.05, lr_min=1e-3, flip=False, text_encoder="minilm", prompt="a photo of the digit {name}",
-    ),
-}
-# Per config-only preset, paradigm -> overrides that apply only to that paradigm (NAYER's generator steps).
-PRESET_PARADIGM_OVERRIDES: dict[str, dict[str, dict]] = {
-    f"nayer-{dataset}": nayer_preset(dataset)[1] for dataset in NAYER_SCHEDULES
-}
-
-# Presets that the modules above this one define (the teacher -> student pairs): name -> (overrides,
-# per-paradigm overrides).
-_REGISTERED_PRESETS: dict[str, tuple[dict, dict]] = {}
-
-
-def register_preset(name: str, overrides: dict, paradigm_overrides: dict | None = None) -> None:
-    """Make ``name`` a preset ``make_config`` applies: ``overrides`` of the defaults, and per paradigm the
-    overrides that apply only when the run's paradigm is that one. Registering a name again replaces it
-    (a module reload); a name of ``PRESETS`` cannot be taken."""
-    if name in PRESETS:
-        raise ValueError(f"{name!r} is already a config-only preset (fastcae.config.PRESETS)")
-    _REGISTERED_PRESETS[name] = (overrides, paradigm_overrides or {})
-
-
-def preset_names() -> list[str]:
-    """Every preset name ``make_config`` accepts: the config-only ones, sorted, then the registered pairs, sorted."""
-    return sorted(PRESETS) + sorted(_REGISTERED_PRESETS)
-
-
-def preset_overrides(preset: str) -> tuple[dict, dict]:
-    """``(overrides, per-paradigm overrides)`` of a config-only preset (``PRESETS``) or a registered one (the
-    pair presets of ``fastcae.presets``); an unknown name is an error listing both kinds."""
-    if preset in PRESETS:
-        return PRESETS[preset], PRESET_PARADIGM_OVERRIDES.get(preset, {})
-    if preset in _REGISTERED_PRESETS:
-        return _REGISTERED_PRESETS[preset]
-    raise ValueError(f"unknown preset {preset!r}; known presets: {', '.join(preset_names())}")
-
-
-def make_config(preset: str | None = None, config: DistillConfig | None = None, **overrides) -> DistillConfig:
-    """``config`` (or the defaults with ``preset`` applied) <- keyword overrides, validated.
-
-    A preset's per-paradigm values (NAYER's g_steps) apply only when the final paradigm is theirs and the
-    caller did not set that field, so ``paradigm="cae"`` keeps cae's own default.
-    """
-    base, per_paradigm = preset_overrides(preset) if preset is not None else ({}, {})
-    if preset is not None and config is not None:
-        raise ValueError("give a preset or a full config, not both (apply a preset with make_config(preset=...) "
-                         "and adjust it with keywords)")
-    cfg = config if config is not None else DistillConfig()
-    cfg = cfg.replace(**base)
-    cfg = cfg.replace(**overrides)
-    extra = {k: v for k, v in per_paradigm.get(cfg.paradigm, {}).items() if k not in overrides}
-    cfg = cfg.replace(**extra)
-    cfg.validate()
-    return cfg

@@ -17,7 +17,6 @@ from torch import Tensor
 
 from .config import POOL_DTYPES, POOL_POLICIES
 
-POLICIES = POOL_POLICIES
 DTYPES = {name: getattr(torch, name) for name in POOL_DTYPES}  # the names are torch's dtype names
 
 
@@ -25,8 +24,8 @@ class SyntheticPool:
     def __init__(self, capacity: int, image_shape, device="cpu", dtype: str = "uint8", policy: str = "fifo"):
         if capacity <= 0:
             raise ValueError(f"pool capacity must be positive, got {capacity}")
-        if policy not in POLICIES:
-            raise ValueError(f"unknown pool policy {policy!r}; known: {', '.join(POLICIES)}")
+        if policy not in POOL_POLICIES:
+            raise ValueError(f"unknown pool policy {policy!r}; known: {', '.join(POOL_POLICIES)}")
         if dtype not in DTYPES:
             raise ValueError(f"unknown pool dtype {dtype!r}; known: {', '.join(DTYPES)}")
         self.capacity = int(capacity)

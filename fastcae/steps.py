@@ -60,7 +60,7 @@ from torch import Tensor, nn
 from . import ops
 from .augment import Augment, cutmix
 from .bn_stats import BNStatsLoss
-from .config import COMPILE_MODES, DistillConfig, check_compile_mode
+from .config import DistillConfig, check_compile_mode
 from .distributed import World
 from .models.features import FeatureTap, features_and_logits, has_feature_api, num_features
 from .models.heads import ProjectionHead
@@ -183,11 +183,8 @@ def student_loss(ctx: StepContext, images: Tensor, labels: Tensor, cfg: DistillC
 
 
 # --------------------------------------------------------------------------------------- compiling
-MODES = COMPILE_MODES  # eager, inductor, cudagraphs, aot_eager
-
-
 def resolve_mode(compile, device) -> str:
-    """``compile`` (None, a bool or a mode name) on ``device`` -> one of ``MODES``."""
+    """``compile`` (None, a bool or a mode name) on ``device`` -> one of ``fastcae.config.COMPILE_MODES``."""
     cuda = torch.device(device).type == "cuda"
     if compile is None:
         return "cudagraphs" if cuda else "eager"

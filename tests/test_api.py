@@ -121,7 +121,7 @@ def test_same_seed_same_student():
 
 
 def test_preset_and_config_are_exclusive_and_keywords_override_a_preset():
-    from fastcae.config import make_config
+    from fastcae.presets import make_config
 
     cfg = make_config(preset="digits", epochs=7)
     assert cfg.epochs == 7 and cfg.temperature == 4.0 and not cfg.flip

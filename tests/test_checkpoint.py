@@ -8,8 +8,9 @@ import torch
 
 from fastcae import checkpoint as ckpt
 from fastcae import distill
-from fastcae.config import PARADIGMS, make_config
+from fastcae.config import PARADIGMS
 from fastcae.loop import DistillRun
+from fastcae.presets import make_config
 from tests.helpers import TINY, tiny_classifier, trained_like_teacher
 
 SHAPE = dict(image_shape=(1, 8, 8), mean=(0.5,), std=(0.5,))

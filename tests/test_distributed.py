@@ -47,9 +47,9 @@ def test_a_global_batch_that_does_not_divide_is_named():
 
 @pytest.mark.parametrize("paradigm", PARADIGMS)
 def test_the_ranks_slices_together_are_the_one_process_batch(paradigm):
-    from fastcae.config import make_config
     from fastcae.loop import DistillRun
     from fastcae.paradigms import create_synthesizer
+    from fastcae.presets import make_config
     from tests.helpers import TINY, tiny_classifier, trained_like_teacher
 
     cfg = make_config(**dict(TINY, paradigm=paradigm, synth_batch_size=24))

@@ -255,7 +255,7 @@ def test_a_budgeted_run_ends_by_its_deadline_not_one_piece_of_work_after(monkeyp
     (its last evaluation included) ends by the deadline and wastes less than the least epoch (2 s): every check
     looks ahead one piece of work. The last epoch is evaluated."""
     import fastcae.loop as loop
-    from fastcae.config import make_config
+    from fastcae.presets import make_config
     from tests.helpers import TINY
 
     clock = [100.0]
@@ -289,7 +289,7 @@ def test_the_re_sizing_times_steps_by_their_median_so_a_moment_of_other_work_doe
     on the machine held up for 3 s, the re-sizing is given 0.1 s a step (the mean over the window's 8 steps is
     0.46 s; a real run re-sized on such a mean ended at 139 s of a 240 s budget)."""
     import fastcae.loop as loop
-    from fastcae.config import make_config
+    from fastcae.presets import make_config
     from tests.helpers import TINY
 
     clock = [100.0]
@@ -342,7 +342,7 @@ def test_a_synthesis_batch_is_timed_when_its_device_work_is_done_not_when_it_was
     device). On a fake clock where launching takes 0.01 s and the queued work 1 s, which only a synchronise
     waits for, the batch is timed at 1.01 s: the deadline's look-ahead and the re-sizing see the real cost."""
     import fastcae.loop as loop
-    from fastcae.config import make_config
+    from fastcae.presets import make_config
     from tests.helpers import TINY
 
     clock = [100.0]

@@ -1,4 +1,5 @@
-"""Pair presets: names, contents, make_config/distill/CLI defaults, and safe loading of teacher checkpoints."""
+"""Presets (config-only and pairs): names, contents, make_config/distill/CLI defaults, and safe loading of teacher
+checkpoints."""
 
 import json
 
@@ -9,19 +10,20 @@ from torch import nn
 import fastcae.api
 from fastcae import distill
 from fastcae.apps.cli import load_weights, main
-from fastcae.config import PARADIGMS, PRESETS, make_config
+from fastcae.config import PARADIGMS
 from fastcae.datasets import CIFAR10_CLASSES, CIFAR100_CLASSES
 from fastcae.models import create_model, list_models
-from fastcae.presets import get_preset, list_pair_presets, list_presets
+from fastcae.presets import get_preset, list_presets, make_config
 from tests.helpers import TINY, tiny_classifier, trained_like_teacher
 
 PAIRS = ["resnet34-resnet18", "vgg11_bn-resnet18", "wrn40_2-wrn16_1", "wrn40_2-wrn40_1", "wrn40_2-wrn16_2"]
 
 
 def test_the_ten_pairs_are_listed_with_their_data_and_published_numbers():
-    assert list_pair_presets() == sorted(f"{d}-{p}" for d in ("cifar10", "cifar100") for p in PAIRS)
-    for name in list_pair_presets():
+    assert list_presets(pairs=True) == sorted(f"{d}-{p}" for d in ("cifar10", "cifar100") for p in PAIRS)
+    for name in list_presets(pairs=True):
         p = get_preset(name)
+        assert p.is_pair
         assert p.teacher in list_models() and p.student in list_models()
         assert p.image_shape == (3, 32, 32) and p.config["warmup_epochs"] == 20 and p.config["lr_s"] == 0.2
         assert p.expected["teacher"] > p.expected["cmi"] > p.expected["fast10"]
@@ -38,8 +40,12 @@ def test_the_ten_pairs_are_listed_with_their_data_and_published_numbers():
 
 
 def test_list_presets_names_every_preset_make_config_accepts():
-    assert list_presets() == sorted(PRESETS) + list_pair_presets()
-    assert {"digits", "nayer-cifar10", "nayer-cifar100", "nayer-tinyimagenet"} <= set(list_presets())
+    config_only = list_presets(pairs=False)
+    assert list_presets() == config_only + list_presets(pairs=True) and config_only == sorted(config_only)
+    assert {"digits", "nayer-cifar10", "nayer-cifar100", "nayer-tinyimagenet"} <= set(config_only)
+    for name in config_only:  # a schedule: no dataset, no models
+        p = get_preset(name)
+        assert p.name == name and not p.is_pair and p.dataset is None and p.teacher is None and p.student is None
     for name in list_presets():
         make_config(preset=name)
 
@@ -49,7 +55,7 @@ def test_nayer_schedules_have_one_home():
     schedule and loss weights for every paradigm, NAYER's generator steps (METHOD.md section 2) for nayer only."""
     for dataset, g_steps in (("cifar10", 30), ("cifar100", 40)):
         pair = get_preset(f"{dataset}-wrn40_2-wrn16_2")
-        assert PRESETS[f"nayer-{dataset}"] == pair.config
+        assert get_preset(f"nayer-{dataset}").config == pair.config
         for paradigm in PARADIGMS:
             a = make_config(preset=f"nayer-{dataset}", paradigm=paradigm)
             b = make_config(preset=pair.name, paradigm=paradigm)
@@ -59,15 +65,16 @@ def test_nayer_schedules_have_one_home():
     assert make_config(preset="nayer-cifar100").generator_steps == 10  # cae keeps its own default
 
 
-def test_unknown_pair_preset_lists_the_known_ones():
-    with pytest.raises(ValueError, match="unknown pair preset 'cifar10-r34'; known pair presets: cifar10-resnet34"):
+def test_an_unknown_preset_lists_the_known_ones():
+    # get_preset serves both kinds, so it names both, as make_config does
+    with pytest.raises(ValueError, match="unknown preset 'cifar10-r34'; known presets: digits, .*cifar10-resnet34"):
         get_preset("cifar10-r34")
     with pytest.raises(ValueError, match="known presets: .*digits.*cifar100-wrn40_2-wrn16_2"):
         make_config(preset="nope")
 
 
 def test_make_config_takes_both_kinds_of_preset():
-    assert make_config(preset="digits").epochs == PRESETS["digits"]["epochs"]
+    assert make_config(preset="digits").epochs == get_preset("digits").config["epochs"]
     cae = make_config(preset="cifar100-wrn40_2-wrn16_2")
     assert cae.epochs == 220 and cae.g_steps is None and cae.generator_steps == 10  # cae keeps its own default
     assert make_config(preset="cifar100-wrn40_2-wrn16_2", paradigm="nayer").generator_steps == 40

@@ -14,7 +14,8 @@ from helpers import TINY, tiny_classifier, trained_like_teacher
 
 import fastcae.steps
 from fastcae import distill, ops
-from fastcae.config import PARADIGMS, make_config
+from fastcae.config import PARADIGMS
+from fastcae.presets import make_config
 from fastcae.steps import Steps, resolve_mode
 
 NAMES = [str(i) for i in range(5)]

@@ -12,10 +12,10 @@ from pathlib import Path
 import torch
 
 from .. import distributed
-from ..checkpoint import load_weights
 from ..config import DistillConfig
 from ..datasets import DATASETS
-from ..presets import PAIR_PRESETS, format_presets_table, get_preset, list_presets
+from ..models.weights import load_weights
+from ..presets import format_presets_table, get_preset, list_presets
 from .teacher import TeacherCheckpointError
 
 
@@ -262,7 +262,7 @@ def _cmd_distill(args) -> int:
         options[key] = _parse_value(value)
     if getattr(args, "budget", None) is not None and args.command == "distill":
         options["max_seconds"] = args.budget
-    pair = get_preset(args.preset) if args.preset in PAIR_PRESETS else None
+    pair = get_preset(args.preset) if args.preset in list_presets(pairs=True) else None
     teacher_model = args.teacher_model or (pair.teacher if pair else None)
     student_model = args.student_model or (pair.student if pair else None)
     if teacher_model is None or student_model is None:

@@ -21,10 +21,10 @@ import torch
 from .. import distributed
 from ..api import distill
 from ..atomic import atomic_write
-from ..config import PRESETS
 from ..datasets import DIGIT_NAMES
 from ..evaluate import accuracy
 from ..models import create_model
+from ..presets import get_preset
 from ..synthesis.embeddings import default_cache_dir
 from ..utils import versions
 from .data import ImageSplit, load_digits
@@ -159,7 +159,8 @@ def run_demo(out_dir="fastcae-demo", budget_seconds: float = 180.0, image_size: 
 
     torch.manual_seed(seed)
     student = create_model("digits_student", num_classes=10, in_chans=1)
-    if "text_encoder" not in options and PRESETS["digits"].get("text_encoder") == "minilm" and not _minilm_installed():
+    preset_config = get_preset("digits").config
+    if "text_encoder" not in options and preset_config.get("text_encoder") == "minilm" and not _minilm_installed():
         # the preset's encoder ships with fastcae[text]; a plain install still runs the demo, on random
         # orthogonal class embeddings (the method's fallback), and says so
         warnings.warn("the demo's text encoder (bundled MiniLM) is not installed: using random orthogonal class "
@@ -203,7 +204,7 @@ def run_demo(out_dir="fastcae-demo", budget_seconds: float = 180.0, image_size: 
         "budget_seconds": budget_seconds,
         "history": result.history,
         "config": result.config.to_dict(),
-        "preset": PRESETS["digits"],
+        "preset": preset_config,
         "versions": versions(),
         "device": str(device),
         "threads": torch.get_num_threads(),

@@ -39,8 +39,8 @@ import torch
 from torch import Tensor, nn
 
 from ..atomic import atomic_write
-from ..checkpoint import load_weights
 from ..models import create_model, list_models
+from ..models.weights import load_weights
 from ..utils import channel_tensor, normalize
 
 STUDENT_WEIGHTS = "student.pt"

@@ -5,8 +5,8 @@ torch.nn classes). Loading is strict, because a teacher whose weights half-load 
 distils nothing, silently. When a file does not fit, the one ``ValueError`` names the missing and unexpected
 keys, the shape mismatches and the zoo model the file fits best, which is usually the fix.
 
-It lives beside the zoo (``fastcae.models``) so that ``resolve_model(spec, weights=...)`` can use it;
-``fastcae.checkpoint.load_weights`` is its public name for the rest of fastcae.
+It lives beside the zoo (``fastcae.models``) so that ``resolve_model(spec, weights=...)`` can use it, and the
+rest of fastcae (export, the CLI) imports it from here.
 """
 
 from __future__ import annotations

@@ -50,6 +50,7 @@ import torch
 from torch import Tensor
 
 from ..atomic import atomic_write
+from ..config import DEFAULT_PROMPT
 
 __all__ = [
     "EncoderUnavailable",
@@ -63,13 +64,11 @@ __all__ = [
     "default_cache_dir",
     "hub_status",
     "cache_path",
-    "DEFAULT_PROMPT",
     "ENCODER_SPECS",
 ]
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_PROMPT = "a photo of a {name}"
 CACHE_FORMAT = "fastcae-embeddings/1"  # bump when the file layout or the key changes
 _TENSOR_KEY = "embeddings"
 

@@ -9,9 +9,8 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from fastcae.checkpoint import load_weights
 from fastcae.models import create_model
-from fastcae.models.weights import closest_zoo_model
+from fastcae.models.weights import closest_zoo_model, load_weights
 
 DATA = Path(__file__).resolve().parents[2].parent / "shared" / "data"
 

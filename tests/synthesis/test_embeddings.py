@@ -22,6 +22,7 @@ import pytest
 import torch
 
 import fastcae.synthesis.embeddings as emb
+from fastcae.config import DEFAULT_PROMPT
 from fastcae.synthesis.embeddings import (
     CLIPTextEncoder,
     EncoderUnavailable,
@@ -462,8 +463,8 @@ def test_auto_says_when_embeddings_come_from_the_disk_cache(unreachable_hub, tmp
     names = ["cat", "dog"]
     stored = torch.nn.functional.normalize(torch.randn(2, 12), dim=1)
     clip_name = CLIPTextEncoder().name
-    emb._write_cache(emb.cache_path(clip_name, emb.DEFAULT_PROMPT, names, tmp_path), stored,
-                     emb._metadata(clip_name, emb.DEFAULT_PROMPT, names))
+    emb._write_cache(emb.cache_path(clip_name, DEFAULT_PROMPT, names, tmp_path), stored,
+                     emb._metadata(clip_name, DEFAULT_PROMPT, names))
     capsys.readouterr()
     assert torch.equal(class_embeddings(names, "auto", cache_dir=tmp_path), stored)
     (line,) = _lines(capsys.readouterr().err)
@@ -488,7 +489,7 @@ def test_cache_write_then_hit(tmp_path):
     assert enc.calls == 1 and first.shape == (10, 8) and _unit_rows(first)
     files = sorted(p.name for p in tmp_path.iterdir())
     assert len(files) == 1 and files[0].endswith(".safetensors")  # no temporary file left behind
-    path = emb.cache_path(enc.name, emb.DEFAULT_PROMPT, DIGITS, tmp_path)
+    path = emb.cache_path(enc.name, DEFAULT_PROMPT, DIGITS, tmp_path)
     assert path.name == files[0] and len(path.stem) == 64  # sha256 hex
 
     second = class_embeddings(DIGITS, enc, cache_dir=tmp_path)
@@ -515,7 +516,7 @@ def test_cache_file_is_safetensors_with_metadata(tmp_path):
     with safe_open(str(path), framework="pt") as f:
         meta = f.metadata()
         assert torch.equal(f.get_tensor("embeddings"), e)
-    assert meta["encoder"] == enc.name and meta["prompt"] == emb.DEFAULT_PROMPT
+    assert meta["encoder"] == enc.name and meta["prompt"] == DEFAULT_PROMPT
     assert json.loads(meta["class_names"]) == DIGITS
 
 
@@ -542,8 +543,8 @@ def _write_safetensors(path, tensor, meta):
 def test_corrupt_cache_is_recomputed_with_warning(tmp_path, corruption):
     enc = CountingEncoder()
     good = class_embeddings(DIGITS, enc, cache_dir=tmp_path)
-    path = emb.cache_path(enc.name, emb.DEFAULT_PROMPT, DIGITS, tmp_path)
-    meta = emb._metadata(enc.name, emb.DEFAULT_PROMPT, DIGITS)
+    path = emb.cache_path(enc.name, DEFAULT_PROMPT, DIGITS, tmp_path)
+    meta = emb._metadata(enc.name, DEFAULT_PROMPT, DIGITS)
     if corruption == "garbage":
         path.write_bytes(b"\x00\xffnot a safetensors file" * 10)
     elif corruption == "truncated":

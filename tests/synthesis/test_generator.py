@@ -4,8 +4,9 @@ import pytest
 import torch
 from torch import nn
 
-from fastcae.config import PARADIGMS, make_config
+from fastcae.config import PARADIGMS
 from fastcae.loop import DistillRun
+from fastcae.presets import make_config
 from fastcae.synthesis.cend import CEND
 from fastcae.synthesis.generator import CENDInput, Generator, GeneratorBody, LatentInput, NoisyLayerInput
 
