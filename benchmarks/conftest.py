@@ -10,21 +10,9 @@ import platform
 
 import pytest
 import torch
-from scales import DEVICE, sync  # noqa: F401  (benchmarks/ is on sys.path; sync is imported from here)
 
+from benchmarks.scales import DEVICE
 from fastcae.utils import versions
-
-# On CPU, Triton kernels only run through the interpreter (slow, not a performance path): the fused cases
-# skip there. Setting TRITON_INTERPRET here would make CPU timings meaningless, so it is never set.
-requires_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="fused Triton kernels are timed on a CUDA GPU only")
-
-
-# fp32 everywhere; bf16 only on a GPU (it doubles the CPU run for no insight into the kernels).
-FLOAT_DTYPES = [
-    pytest.param(torch.float32, id="fp32"),
-    pytest.param(torch.bfloat16, id="bf16",
-                 marks=pytest.mark.skipif(DEVICE != "cuda", reason="bf16 timed on GPU only (keeps the CPU run short)")),
-]
 
 
 @pytest.fixture

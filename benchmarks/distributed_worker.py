@@ -1,5 +1,6 @@
 """One process of the data-parallel throughput benchmark (benchmarks/test_bench_distributed.py launches it
-with torchrun at 1..N processes): the benchmark scale's run (``scales.build_run``, global batches), timed.
+with ``torchrun -m benchmarks.distributed_worker`` at 1..N processes, from the repository root): the benchmark
+scale's run (``scales.build_run``, global batches), timed.
 
 Every process synthesises its share of ``--synth-batches`` global batches (cae, adversarial term on), then
 takes ``--student-steps`` data-parallel student steps (gradients averaged) on its share of each global
@@ -9,16 +10,12 @@ second (global) to ``--out``.
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # scales
-
-from scales import CPU_SCALE, DEVICE, SCALE, build_run, kernels_for
-
+from benchmarks.scales import CPU_SCALE, DEVICE, SCALE, build_run, kernels_for
 from fastcae import distributed
 
 

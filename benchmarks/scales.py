@@ -28,9 +28,21 @@ from fastcae.loop import DistillRun
 from fastcae.models import create_model
 from fastcae.presets import make_config
 
-# The benchmarks' device (benchmarks/conftest.py takes it from here): defined here, not in the conftest, so
-# that scripts outside pytest (benchmarks/gpu_check.py) import it without picking up some other conftest.
+# The benchmarks' device and the marks every suite shares: defined here, not in the conftest, so that the suites
+# and the scripts outside pytest (benchmarks/gpu/check.py) import them as ``benchmarks.scales`` (a conftest is
+# no module to import from: pytest may load another one under the same name).
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+
+# On CPU, Triton kernels only run through the interpreter (slow, not a performance path): the fused cases
+# skip there. Setting TRITON_INTERPRET here would make CPU timings meaningless, so it is never set.
+requires_cuda = pytest.mark.skipif(DEVICE != "cuda", reason="fused Triton kernels are timed on a CUDA GPU only")
+
+# fp32 everywhere; bf16 only on a GPU (it doubles the CPU run for no insight into the kernels).
+FLOAT_DTYPES = [
+    pytest.param(torch.float32, id="fp32"),
+    pytest.param(torch.bfloat16, id="bf16",
+                 marks=pytest.mark.skipif(DEVICE != "cuda", reason="bf16 timed on GPU only (keeps the CPU run short)")),
+]
 
 
 def sync():

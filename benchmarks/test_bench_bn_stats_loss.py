@@ -12,8 +12,8 @@ bytes per fwd+bwd; ``achieved_GBps`` divides it by the median time. Run:
 
 import pytest
 import torch
-from conftest import DEVICE, FLOAT_DTYPES, requires_cuda, sync  # benchmarks/ is on sys.path (rootdir conftest)
 
+from benchmarks.scales import DEVICE, FLOAT_DTYPES, requires_cuda, sync
 from fastcae.losses import bn_stats_loss as bn_stats_loss_ref
 
 BATCH = 400 if DEVICE == "cuda" else 40

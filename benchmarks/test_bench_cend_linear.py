@@ -20,8 +20,8 @@ Run: ``pytest benchmarks/test_bench_cend_linear.py --benchmark-only``.
 
 import pytest
 import torch
-from conftest import DEVICE, FLOAT_DTYPES, requires_cuda, sync
 
+from benchmarks.scales import DEVICE, FLOAT_DTYPES, requires_cuda, sync
 from fastcae.synthesis.cend import cend_linear_reference, counter_noise, transform_uniform
 
 B, D = 400, 512

@@ -29,8 +29,8 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEVICE, sync
 
+from benchmarks.scales import DEVICE, sync
 from fastcae.apps.export import CHECK_BATCH, ExportError, NormalizedStudent, StudentCard, _load_in_child, export_student
 from fastcae.models import create_model
 

@@ -1,6 +1,6 @@
 """Data-parallel scaling: images per second of synthesis and of student steps at 1..N processes under torchrun.
 
-Each case launches ``torchrun --nproc_per_node N benchmarks/distributed_worker.py`` (one thread per process on
+Each case launches ``torchrun --nproc_per_node N -m benchmarks.distributed_worker`` (one thread per process on
 CPU; one GPU per process where a machine has several) on the benchmark scale (``scales.SCALE``: the demo's
 digits shape on CPU, CIFAR-10's on a GPU) with the same *global* batches, so N processes each do 1/N of the
 work. The timed value includes torchrun's start-up; ``extra_info`` holds what matters, measured inside the
@@ -18,9 +18,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import DEVICE
 
-WORKER = Path(__file__).parent / "distributed_worker.py"
+from benchmarks.scales import DEVICE
+
+ROOT = Path(__file__).resolve().parents[1]  # the worker runs as benchmarks.distributed_worker from here
 MAX_PROCESSES = max(torch.cuda.device_count(), 1) if DEVICE == "cuda" else min(os.cpu_count() or 1, 2)
 PROCESSES = [n for n in (1, 2, 4, 8) if n <= MAX_PROCESSES]
 ONE: dict = {}  # the one-process result, for the efficiency of the others
@@ -30,11 +31,12 @@ ONE: dict = {}  # the one-process result, for the efficiency of the others
 def test_data_parallel_throughput(benchmark, processes, tmp_path):
     out = tmp_path / "report.json"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(processes),
-           str(WORKER), "--out", str(out)]
-    env = dict(os.environ, OMP_NUM_THREADS="1")
+           "-m", "benchmarks.distributed_worker", "--out", str(out)]
+    path = os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p)
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=path)
 
     def launch():
-        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600)
+        done = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=600, cwd=ROOT)
         assert done.returncode == 0, done.stderr[-3000:]
 
     benchmark.pedantic(launch, rounds=1, iterations=1)

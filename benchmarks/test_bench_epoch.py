@@ -17,9 +17,9 @@ Run: ``pytest benchmarks/test_bench_epoch.py --benchmark-only``.
 """
 
 import pytest
-from conftest import DEVICE, sync
-from prior_design import PNGPool, prior_epoch
-from scales import SCALE, backend_params, build_run, kernels_for
+
+from benchmarks.prior_design import PNGPool, prior_epoch
+from benchmarks.scales import DEVICE, SCALE, backend_params, build_run, kernels_for, sync
 
 SYNTH_BATCHES, STUDENT_STEPS = (2, 400) if DEVICE == "cuda" else (2, 20)
 ROUNDS = 3

@@ -12,10 +12,9 @@ Run: ``pytest benchmarks/test_bench_layout.py --benchmark-only``.
 
 import pytest
 import torch
-from conftest import DEVICE
-from fidelity.cases import CASES
-from scales import generator_step, record_images, student_step
 
+from benchmarks.fidelity.cases import CASES
+from benchmarks.scales import DEVICE, generator_step, record_images, student_step
 from fastcae.loop import DistillRun
 from fastcae.presets import make_config
 

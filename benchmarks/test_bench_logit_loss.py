@@ -14,8 +14,8 @@ Run: ``pytest benchmarks/test_bench_logit_loss.py --benchmark-only``. The fused 
 
 import pytest
 import torch
-from conftest import DEVICE, requires_cuda, sync
 
+from benchmarks.scales import DEVICE, requires_cuda, sync
 from fastcae.losses import logit_loss
 
 SHAPES = [(512, 100), (256, 1000)]

@@ -18,9 +18,8 @@ import math
 
 import pytest
 import torch
-from conftest import DEVICE, sync
-from scales import SCALE, backend_params, build_run, kernels_for
 
+from benchmarks.scales import DEVICE, SCALE, backend_params, build_run, kernels_for, sync
 from fastcae import distill
 from fastcae.apps.data import load_digits
 from fastcae.apps.demo import digits_teacher

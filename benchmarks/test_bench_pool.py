@@ -22,9 +22,9 @@ machine has 2 cores). ``test_png_pool_roundtrip`` checks the baseline itself (no
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICE, sync
-from prior_design import PNGPool
 
+from benchmarks.prior_design import PNGPool
+from benchmarks.scales import DEVICE, sync
 from fastcae.augment import Augment
 from fastcae.datasets import DATASETS
 from fastcae.pool import SyntheticPool

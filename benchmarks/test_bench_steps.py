@@ -15,8 +15,17 @@ Run: ``pytest benchmarks/test_bench_steps.py --benchmark-only``.
 """
 
 import pytest
-from conftest import DEVICE
-from scales import SCALE, backend_params, build_run, generator_step, kernels_for, record_images, student_step
+
+from benchmarks.scales import (
+    DEVICE,
+    SCALE,
+    backend_params,
+    build_run,
+    generator_step,
+    kernels_for,
+    record_images,
+    student_step,
+)
 
 PARADIGMS = ["cae", "nayer", "fast"]
 ROUNDS = 30 if DEVICE == "cuda" else 5

@@ -14,8 +14,8 @@ Run: ``pytest benchmarks/test_bench_supcon_loss.py --benchmark-only``. The fused
 import pytest
 import torch
 import torch.nn.functional as F
-from conftest import DEVICE, requires_cuda, sync
 
+from benchmarks.scales import DEVICE, requires_cuda, sync
 from fastcae.losses import supcon_loss
 
 SHAPES = [(512, 128), (4096, 128)]

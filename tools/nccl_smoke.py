@@ -1,7 +1,7 @@
 """fastcae's data-parallel code on NCCL with the one GPU a machine has: the demo, run as a world of one
 process whose collectives are not skipped.
 
-    python benchmarks/nccl_smoke.py OUT_DIR [--budget 90]
+    python tools/nccl_smoke.py OUT_DIR [--budget 90]
 
 A world of one normally skips every collective (``World.distributed`` is False), and NCCL refuses two ranks
 on one GPU, so a one-GPU machine cannot run ``torchrun --nproc_per_node 2`` on NCCL. This script starts an

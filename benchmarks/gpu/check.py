@@ -1,9 +1,10 @@
-"""The parts of ``benchmarks/gpu_check.sh`` that time things: fused ops, the two steps, and the summary.
+"""The parts of ``benchmarks/gpu/run.sh`` that time things in Python: fused ops, the two steps, the summary.
 
-    python benchmarks/gpu_check.py ops      OUT/check.jsonl   # fused op vs eager vs torch.compile, fwd+bwd
-    python benchmarks/gpu_check.py steps    OUT/check.jsonl   # student / generator step: eager, compiled,
+    python -m benchmarks.gpu.check versions OUT/check.jsonl   # device, torch, triton, CUDA, date
+    python -m benchmarks.gpu.check ops      OUT/check.jsonl   # fused op vs eager vs torch.compile, fwd+bwd
+    python -m benchmarks.gpu.check steps    OUT/check.jsonl   # student / generator step: eager, compiled,
                                                               # CUDA graphs, in fp32 and bf16 (R34 -> R18)
-    python benchmarks/gpu_check.py summary  OUT/check.jsonl   # ratios against the targets, GPU-hours
+    python -m benchmarks.gpu.check summary  OUT/check.jsonl   # ratios against the targets, GPU-hours
 
 Every measurement is appended to the JSON-lines file as soon as it exists, so a part cut off by its time cap
 keeps what it measured. Timings are CUDA-event medians after warm-up (compiles and CUDA-graph recording
@@ -21,8 +22,6 @@ import time
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 TARGETS = {  # issue 10's targets, printed with the measured values
     "bf16 student step vs fp32 eager": 1.8,
@@ -141,8 +140,7 @@ def part_steps(out: Path, smoke: bool, precisions=("fp32", "bf16"), backends=Non
     Triton custom ops: which of the two makes the faster compiled step."""
     import contextlib
 
-    from scales import CPU_SCALE, GPU_SCALE, build_run, kernels_for
-
+    from benchmarks.scales import CPU_SCALE, GPU_SCALE, build_run, kernels_for
     from fastcae import ops
 
     scale = CPU_SCALE if smoke else GPU_SCALE

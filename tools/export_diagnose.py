@@ -1,7 +1,7 @@
 """Where a CUDA AOTInductor export stops: each case in a child process of its own (a segfault or a hang ends
 the child, not this script), with Python stacks dumped before its time limit and a line per stage reached.
 
-    python benchmarks/export_diagnose.py OUT.jsonl [--device cuda] [--timeout 150] [--cases tiny student ...]
+    python tools/export_diagnose.py OUT.jsonl [--device cuda] [--timeout 150] [--cases tiny student ...]
 
 Cases, from least to most of what ``fastcae.apps.export`` does:
   tiny             a conv + linear model, static batch, compiled and loaded by AOTInductor directly
