@@ -5,10 +5,11 @@
 
 __version__ = "0.1.0"
 
-from .api import DistillResult, distill
+from .api import distill
 from .config import DistillConfig
 from .models import create_model, list_models, register_model
 from .presets import get_preset, list_presets
+from .result import DistillResult
 
 __all__ = ["distill", "DistillConfig", "DistillResult", "create_model", "list_models", "register_model", "get_preset",
            "list_presets", "__version__"]
