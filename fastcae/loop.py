@@ -20,7 +20,6 @@ import torch
 from torch import Tensor, nn
 
 from . import checkpoint as ckpt
-from .bn_stats import BNStatsLoss
 from .budget import Deadline
 from .config import DistillConfig
 from .distributed import World, local_share, to_cpu
@@ -29,7 +28,7 @@ from .health import FLIP_CONSISTENT, HealthMonitor, batch_health, flip_consisten
 from .paradigms import create_synthesizer
 from .plan import revise_student_steps, typical_synth_seconds
 from .pool import SyntheticPool
-from .steps import StepContext, Steps, accumulate, contrastive_parts, make_augment, memory_format, resolve_channels_last
+from .steps import Steps, accumulate, memory_format, resolve_channels_last, step_context
 
 TERM_NAMES = {
     "bn": "BN-statistics loss (generator)",
@@ -93,12 +92,9 @@ class DistillRun:
         self.teacher = freeze(teacher.to(self.device, memory_format=layout))
         self.student = student.to(self.device, memory_format=layout)
         # flip=None: no flip while the warm-up synthesises, then the teacher decides (decide_flip)
-        self.augment = make_augment(cfg, mean, std, self.image_shape, self.device)
-        self.bn = BNStatsLoss(self.teacher, cfg.bn_momentum, cfg.bn_first_weight) if cfg.bn_weight > 0 else None
-        # a student without forward_features gives its features through a hook attached per step
-        self.head, tap = contrastive_parts(self.student, cfg, self.image_shape, self.device)
-        self.steps = Steps(StepContext(self.teacher, self.student, self.head, self.augment, self.bn, tap), cfg,
-                           self.device, world)
+        ctx = step_context(cfg, self.teacher, self.student, self.image_shape, mean, std, self.device)
+        self.augment, self.bn, self.head = ctx.augment, ctx.bn, ctx.head
+        self.steps = Steps(ctx, cfg, self.device, world)
         self.synth = create_synthesizer(synth_cfg, embeddings, self.image_shape, self.device, self.steps,
                                         (world.rank, world.size))
         # each process keeps what it synthesised: its share of the one-process pool

@@ -15,11 +15,10 @@ import time
 import torch
 from torch import Tensor, nn
 
-from .bn_stats import BNStatsLoss
 from .config import DistillConfig
 from .paradigms import create_synthesizer
 from .plan import StepCosts
-from .steps import StepContext, Steps, contrastive_parts, make_augment
+from .steps import Steps, step_context
 
 # A planned CPU run takes bf16 when its measured steps are this much faster in it (fastcae.api._schedule). On a
 # CPU that computes bf16 natively (AVX512-BF16, AMX), a student step of a ResNet-56 teacher and a ResNet-20
@@ -75,10 +74,8 @@ def measure_costs(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, em
     devices = [device.index or 0] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices):
         probe_student = copy.deepcopy(student).to(device).train()
-        augment = make_augment(cfg, mean, std, image_shape, device)
-        bn = BNStatsLoss(teacher, cfg.bn_momentum, cfg.bn_first_weight) if cfg.bn_weight > 0 else None
-        head, tap = contrastive_parts(probe_student, cfg, image_shape, device)  # the student step as it will run
-        ctx = StepContext(teacher, probe_student, head, augment, bn, tap)
+        ctx = step_context(cfg, teacher, probe_student, image_shape, mean, std, device)  # the steps as they will run
+        head = ctx.head
         plain = Steps(ctx, cfg.replace(compile=False), device)  # the run's steps, eager: nothing compiles here
         warm, adv, stud = {}, {}, {}
         for batch in synth_batches:

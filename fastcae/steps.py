@@ -96,6 +96,16 @@ def contrastive_parts(student: nn.Module, cfg: DistillConfig, image_shape, devic
     return head, tap
 
 
+def step_context(cfg: DistillConfig, teacher: nn.Module, student: nn.Module, image_shape, mean, std,
+                 device) -> StepContext:
+    """The parts both steps read, built one way for the run (``DistillRun``) and for the measurement of its step
+    costs (``measure_costs``): augmentation, the teacher's BN statistics loss, CNCL's head and feature tap."""
+    augment = make_augment(cfg, mean, std, image_shape, device)
+    bn = BNStatsLoss(teacher, cfg.bn_momentum, cfg.bn_first_weight) if cfg.bn_weight > 0 else None
+    head, tap = contrastive_parts(student, cfg, image_shape, device)
+    return StepContext(teacher, student, head, augment, bn, tap)
+
+
 def resolve_precision(precision: str | None, device) -> str:
     """The run's precision: the user's, or bf16 on a CUDA GPU with bf16 support and fp32 elsewhere."""
     device = torch.device(device)
