@@ -41,7 +41,11 @@ def nayer_series(paths: list[str], budget: float | None = None, seeds: list[int]
                 continue
             if seeds is not None and run.get("seed") not in seeds:
                 continue
-            label = f"NAYER seed {run.get('seed')} ({run.get('budget', 0):g} s budget)"
+            # runs of one seed and budget differ in how they were fitted: say the KD lr and where the costs came from
+            lr = (run.get("nayer_args") or {}).get("lr")
+            fitted = "given costs" if "from" in (run.get("calibration") or {"from": None}) else "calibrated"
+            label = (f"NAYER seed {run.get('seed')} ({run.get('budget', 0):g} s budget"
+                     + (f", lr {lr:g}, {fitted})" if lr is not None else ")"))
             out.append({"label": label, "curve": run.get("curve", []), "deadline_eval": run.get("deadline_eval"),
                         "teacher": run.get("teacher_accuracy"), "budget": run.get("budget"),
                         "eval_images": run.get("eval_images", "all")})
