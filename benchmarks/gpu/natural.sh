@@ -47,7 +47,7 @@ $PY -c "import torch, triton, sys; print(sys.version.split()[0], torch.__version
 want fastcae && part fastcae $((BUDGET + 60)) $PY -m benchmarks.fidelity.run --tier natural \
   --cases cifar10-resnet56-resnet20 --budgets "$BUDGET" --seeds 0 --no-baseline --out "$OUT/natural.json" \
   --profile "$OUT" > "$OUT/fastcae.txt" 2>&1
-want mfu && part mfu 60 $PY benchmarks/gpu/step_mfu.py --out "$OUT/mfu.json" > "$OUT/mfu.txt" 2>&1
+want mfu && part mfu 60 $PY -m benchmarks.gpu.step_mfu --out "$OUT/mfu.json" > "$OUT/mfu.txt" 2>&1
 want nayer && part nayer $((BUDGET + 90)) $PY -m benchmarks.peers.nayer --budget "$BUDGET" --seed 0 \
   --nayer-source "$PWD/$CARRY/nayer.git" --nayer-dir "$PEERS/nayer-gpu" --deps-dir "$PEERS/site" \
   --work-dir "$PEERS/work" --results "$OUT/nayer.json" > "$OUT/nayer.txt" 2>&1

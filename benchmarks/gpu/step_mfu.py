@@ -1,6 +1,6 @@
 """Model FLOP utilisation of the two steps on the natural-images pair: FLOPs counted, time measured, peak known.
 
-    python benchmarks/gpu/step_mfu.py --out mfu.json [--peak-tflops 989]
+    python -m benchmarks.gpu.step_mfu --out mfu.json [--peak-tflops 989]
 
 The pair is the natural-images case (a CIFAR ResNet-56 teacher, a ResNet-20 student, 3x32x32, 10 classes) at
 NAYER's batches (synthesis 400, student 512) on a GPU, at 64 / 128 on a CPU. FLOPs: one eager step under
@@ -23,11 +23,9 @@ from pathlib import Path
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
-
-from benchmarks.scales import DEVICE, Scale, build_run, generator_step, student_step  # noqa: E402
-from fastcae.datasets import DATASETS  # noqa: E402
-from fastcae.utils import versions  # noqa: E402
+from benchmarks.scales import DEVICE, Scale, build_run, generator_step, student_step
+from fastcae.datasets import DATASETS
+from fastcae.utils import versions
 
 DENSE_BF16_TFLOPS = {"H100": 989.4, "H200": 989.4, "A100": 312.0}  # SXM parts, dense (no sparsity)
 
