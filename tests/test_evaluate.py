@@ -6,7 +6,14 @@ import torch
 from torch import nn
 
 from fastcae.apps.data import ImageSplit
-from fastcae.apps.transfer import extract_features, fine_tune, linear_probe, replace_head
+from fastcae.apps.transfer import (
+    PROBE_WEIGHT_DECAYS,
+    extract_features,
+    fine_tune,
+    linear_probe,
+    replace_head,
+    split_stratified,
+)
 from fastcae.evaluate import accuracy
 from fastcae.models import create_model
 from fastcae.utils import eval_mode
@@ -123,3 +130,37 @@ def test_transfer_inputs_are_checked():
         linear_probe(model, _blobs(4, classes=(1, 2)), _blobs(2, classes=(1, 3)), MEAN, STD)
     with pytest.raises(ValueError, match="one value per channel"):
         fine_tune(model, good, good, (0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+
+def test_split_stratified_is_seeded_disjoint_and_per_class():
+    pool = _blobs(10, classes=(2, 4, 9))
+    pool = ImageSplit(pool.images, pool.labels)
+    a, b = split_stratified(pool, 0.5, seed=3)
+    again, _ = split_stratified(pool, 0.5, seed=3)
+    other, _ = split_stratified(pool, 0.5, seed=4)
+    assert torch.equal(a.images, again.images) and not torch.equal(a.images, other.images)
+    for c in (2, 4, 9):
+        assert (a.labels == c).sum() == 5 and (b.labels == c).sum() == 5
+    # together the two parts are the pool, each image once
+    both = torch.cat([a.images, b.images]).flatten(1)
+    assert torch.unique(both, dim=0).shape[0] == len(pool) == both.shape[0]
+    with pytest.raises(ValueError, match="at least 2 per class"):
+        split_stratified(ImageSplit(torch.rand(3, 1, 4, 4), torch.tensor([0, 0, 1])))
+
+
+def test_linear_probe_auto_chooses_its_regulariser_on_the_train_split_only():
+    train, test = _blobs(20, seed=0), _blobs(10, seed=1)
+    model = PixelClassifier()
+    auto = linear_probe(model, train, test, MEAN, STD, epochs=30, weight_decay="auto")
+    assert auto["weight_decay"] in PROBE_WEIGHT_DECAYS
+    assert set(auto["validation_accuracy"]) == set(PROBE_WEIGHT_DECAYS)
+    # the test labels play no part in the choice: scrambling them changes the score, not the regulariser
+    scrambled = ImageSplit(test.images, test.labels[torch.randperm(len(test), generator=torch.Generator()
+                                                                   .manual_seed(0))])
+    again = linear_probe(model, train, scrambled, MEAN, STD, epochs=30, weight_decay="auto")
+    assert again["weight_decay"] == auto["weight_decay"]
+    assert again["validation_accuracy"] == auto["validation_accuracy"]
+    grid = linear_probe(model, train, test, MEAN, STD, epochs=30, weight_decay=[10.0, 1e-4])
+    assert grid["weight_decay"] in (10.0, 1e-4) and grid["weight_decay_grid"] == [10.0, 1e-4]
+    with pytest.raises(ValueError, match="'auto'"):
+        linear_probe(model, train, test, MEAN, STD, weight_decay="best")

@@ -147,9 +147,17 @@ def _add_transfer_parser(sub) -> None:
     tr.add_argument("--student", required=True, help="student weights (.pt/.pth state dict or .safetensors)")
     tr.add_argument("--student-model", required=True, help="student architecture (fastcae.models.list_models())")
     tr.add_argument("--num-classes", type=int, required=True, help="output width the student was distilled with")
-    tr.add_argument("--in-chans", type=int, default=1, help="input channels of the student")
-    tr.add_argument("--dataset", default="digits-5-9", help="'digits' or 'digits-A-B' (bundled, no download)")
-    tr.add_argument("--image-size", type=int, default=16)
+    tr.add_argument("--in-chans", type=int, default=None,
+                    help="input channels of the student (default: the model's registered input, else 1)")
+    tr.add_argument("--dataset", default="digits-5-9",
+                    help="'digits' or 'digits-A-B' (bundled, no download), an .npz of images and labels, or an "
+                         "ImageFolder directory (one sub-folder per class; or train/ and test/ of that layout). A "
+                         "set given as one pool is split 50/50 per class with --split-seed")
+    tr.add_argument("--image-size", type=int, default=None,
+                    help="the student's input size (default: the model's registered one; 16 for the digits)")
+    tr.add_argument("--resize", action="store_true", help="resize the set's images to --image-size instead of "
+                                                         "refusing images of another size")
+    tr.add_argument("--split-seed", type=int, default=0, help="seed of the 50/50 split of a one-pool set")
     tr.add_argument("--mean", default=None, help="per-channel mean (default: the model's registered one)")
     tr.add_argument("--std", default=None)
     tr.add_argument("--probe", action="store_true", help="run the linear probe (default: both methods)")
@@ -158,6 +166,8 @@ def _add_transfer_parser(sub) -> None:
     tr.add_argument("--probe-epochs", type=int, default=100, help="L-BFGS iterations of the linear probe")
     tr.add_argument("--lr", type=float, default=0.01, help="fine-tuning peak learning rate")
     tr.add_argument("--batch-size", type=int, default=64)
+    tr.add_argument("--flip", action="store_true", help="mirror-flip augmentation while fine-tuning (natural "
+                                                        "images; not digits or text)")
     tr.add_argument("--seed", type=int, default=0)
     tr.add_argument("--device", default=None)
     tr.add_argument("--json", default=None, help="also write the results to this JSON file")
@@ -371,21 +381,28 @@ def _cmd_transfer(args) -> int:
     from ..models import create_model, model_default_cfg
     from .transfer import format_results, load_transfer_dataset, run_transfer
 
-    student = load_weights(create_model(args.student_model, num_classes=args.num_classes, in_chans=args.in_chans),
-                           args.student)
     cfg = model_default_cfg(args.student_model)
+    registered = tuple(cfg.get("input_size", ()))
+    in_chans = args.in_chans or (registered[0] if registered else 1)
+    bundled = args.dataset.startswith("digits") and not Path(args.dataset).exists()
+    image_size = args.image_size or (16 if bundled or not registered else registered[-1])
+    # the data first: a wrong path or shape is reported before any weights are read
+    train, test = load_transfer_dataset(args.dataset, image_size=image_size, in_chans=in_chans, resize=args.resize,
+                                        split_seed=args.split_seed)
+    student = load_weights(create_model(args.student_model, num_classes=args.num_classes, in_chans=in_chans),
+                           args.student)
     mean = _floats(args.mean) if args.mean else tuple(cfg.get("mean", ()))
     std = _floats(args.std) if args.std else tuple(cfg.get("std", ()))
-    if len(mean) != args.in_chans:
-        mean = (0.5,) * args.in_chans
-    if len(std) != args.in_chans:
-        std = (0.5,) * args.in_chans
-    train, test = load_transfer_dataset(args.dataset, image_size=args.image_size, in_chans=args.in_chans)
+    if len(mean) != in_chans:
+        mean = (0.5,) * in_chans
+    if len(std) != in_chans:
+        std = (0.5,) * in_chans
     both = not (args.probe or args.finetune)
     results = run_transfer(student, train, test, mean, std, probe=args.probe or both,
                            finetune=args.finetune or both, probe_epochs=args.probe_epochs, epochs=args.epochs,
-                           lr=args.lr, batch_size=args.batch_size, device=args.device, seed=args.seed)
-    results.update(student_model=args.student_model, dataset=args.dataset, image_size=args.image_size,
+                           lr=args.lr, batch_size=args.batch_size, flip=args.flip, device=args.device,
+                           seed=args.seed)
+    results.update(student_model=args.student_model, dataset=args.dataset, image_size=image_size,
                    mean=list(mean), std=list(std))
     print(f"{args.student_model} on {args.dataset} ({len(train)} train / {len(test)} test images)")
     print(format_results(results))

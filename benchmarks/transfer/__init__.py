@@ -1,0 +1,1 @@
+"""The transfer benchmark: do data-free students' features serve a task beyond the teacher's labels?"""
