@@ -43,6 +43,14 @@ METHODS: dict[str, dict] = {
     "nayer": {"paradigm": "nayer"},
     "fast": {"paradigm": "fast"},
 }
+# Run only when named (--methods): what CNCL does at other strengths, for the diagnosis; never in the table's default.
+VARIANTS: dict[str, dict] = {
+    "cae, cncl_weight=0.5": {"cncl_weight": 0.5},
+    "cae, cncl_temperature=0.5": {"cncl_temperature": 0.5},
+    # CutMix gives a mixed image its majority label: CNCL's positives carry pixels of other classes
+    "cae, cutmix=0": {"cutmix": 0.0},
+    "cae, cutmix=0, cncl_weight=0": {"cutmix": 0.0, "cncl_weight": 0.0},
+}
 REFERENCES = ("random ResNet-20", "supervised ResNet-20 (public)", "teacher ResNet-56 (public)")
 TEACHER, STUDENT = "cifar10_resnet56", "cifar10_resnet20"
 FINE_TUNE = {"epochs": 5, "lr": 0.05, "batch_size": 128, "flip": True}  # short: about 50 s per model here
@@ -116,15 +124,19 @@ def run(budget: float, seeds, methods, out: Path, students: Path | None, progres
             torch.manual_seed(seed)
             student = resolve_model(STUDENT)
             t0 = time.perf_counter()
-            result = distill(teacher, student, max_seconds=budget, seed=seed, progress=progress, **METHODS[row])
+            options = {**METHODS, **VARIANTS}[row]
+            result = distill(teacher, student, max_seconds=budget, seed=seed, progress=progress, **options)
             seconds = time.perf_counter() - t0
             if students is not None:
                 students.mkdir(parents=True, exist_ok=True)
                 torch.save(result.student.state_dict(), students / f"{row.replace(', ', '-').replace('=', '')}"
                                                                     f"-{int(budget)}s-seed{seed}.pt")
             steps = sum(h.get("student_steps", 0) for h in result.history)
-            emit({"row": row, "seed": seed, "budget": budget, "options": METHODS[row],
+            emit({"row": row, "seed": seed, "budget": budget, "options": options,
                   "distill_seconds": round(seconds, 1), "student_steps": steps,
+                  # the student's loss terms per epoch: how large CNCL is beside KD
+                  "terms": [{k: round(h[k], 4) for k in ("kd", "cncl") if isinstance(h.get(k), float)}
+                            for h in result.history],
                   "precision": result.config.precision,
                   **score(result.student, cifar10, probe, mean, std, seed)})
     return load_records(out)
@@ -133,7 +145,7 @@ def run(budget: float, seeds, methods, out: Path, students: Path | None, progres
 def summarise(records: list[dict], budget: float | None) -> list[dict]:
     """One row per method or reference: mean, min and max of each score over the seeds."""
     rows = []
-    for name in (*METHODS, *REFERENCES):
+    for name in (*METHODS, *VARIANTS, *REFERENCES):
         recs = [r for r in records if r["row"] == name and (r.get("budget") in (None, budget))]
         if not recs:
             continue
@@ -189,7 +201,8 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--budget", type=float, default=300.0, help="wall seconds per distillation")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=list(METHODS))
+    parser.add_argument("--methods", nargs="+", default=list(METHODS), choices=[*METHODS, *VARIANTS],
+                        help="the methods to distil (default: the four of the table; the CNCL variants when named)")
     parser.add_argument("--out", type=Path, default=Path("benchmarks/results/transfer-runs.jsonl"))
     parser.add_argument("--students", type=Path, default=None, help="also save each student's weights there")
     parser.add_argument("--report", type=Path, default=None,
