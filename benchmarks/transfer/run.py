@@ -105,9 +105,10 @@ def run(budget: float, seeds, methods, out: Path, students: Path | None, progres
 
     refs = {REFERENCES[0]: (STUDENT, None), REFERENCES[1]: (STUDENT, weights / "cifar10_resnet20.pth"),
             REFERENCES[2]: (TEACHER, weights / "cifar10_resnet56.pth")}
+    scored = {r for r, _, budget in done if budget is None}
     for row, (spec, path) in refs.items():
         for seed in seeds if path is None else seeds[:1]:  # trained weights do not depend on the seed
-            if (row, seed, None) in done:
+            if (row, seed, None) in done or (path is not None and row in scored):
                 continue
             torch.manual_seed(seed)
             model = resolve_model(spec, weights=path)
