@@ -30,16 +30,21 @@ def shared_data() -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
-def cifar10_test() -> ImageSplit:
-    """CIFAR-10's 10,000 official test images in [0, 1], ``[N, 3, 32, 32]``, with their labels."""
-    path = shared_data() / "cifar10_test.npz"
+def shared_images(file: str, what: str) -> ImageSplit:
+    """One of the shared ``.npz`` sets (uint8 ``images [N, H, W, 3]``, ``labels``) as ``[N, 3, H, W]`` in [0, 1]."""
+    path = shared_data() / file
     if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the natural-images tier reads CIFAR-10's test set there "
-                                f"(set FASTCAE_SHARED_DATA to the folder that holds it)")
+        raise FileNotFoundError(f"{path} is missing: {what} is read there (set FASTCAE_SHARED_DATA to the folder "
+                                f"that holds it)")
     with np.load(path) as d:
         images = torch.from_numpy(d["images"]).permute(0, 3, 1, 2).float().div_(255)
         labels = torch.from_numpy(d["labels"]).long()
     return ImageSplit(images.contiguous(), labels)
+
+
+def cifar10_test() -> ImageSplit:
+    """CIFAR-10's 10,000 official test images in [0, 1], ``[N, 3, 32, 32]``, with their labels."""
+    return shared_images("cifar10_test.npz", "CIFAR-10's test set")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,6 @@ import statistics
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from fastcae import distill
@@ -33,7 +32,7 @@ from fastcae.apps.transfer import fine_tune, linear_probe, split_stratified
 from fastcae.evaluate import accuracy
 from fastcae.models import resolve_model
 
-from ..fidelity.natural import cifar10_test, shared_data
+from ..fidelity.natural import cifar10_test, shared_data, shared_images
 from ..fidelity.run import machine
 
 # method -> the one distill option that makes it (beside max_seconds and the seed)
@@ -58,14 +57,7 @@ FINE_TUNE = {"epochs": 5, "lr": 0.05, "batch_size": 128, "flip": True}  # short:
 
 def cifar100_probe() -> ImageSplit:
     """The CIFAR-100 probe set (10,000 train-split images, 100 per class) in [0, 1], ``[N, 3, 32, 32]``."""
-    path = shared_data() / "cifar100_train_probe.npz"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} is missing: the transfer benchmark reads the CIFAR-100 probe set there "
-                                f"(set FASTCAE_SHARED_DATA to the folder that holds it)")
-    with np.load(path) as d:
-        images = torch.from_numpy(d["images"]).permute(0, 3, 1, 2).float().div_(255)
-        labels = torch.from_numpy(d["labels"]).long()
-    return ImageSplit(images.contiguous(), labels)
+    return shared_images("cifar100_train_probe.npz", "the CIFAR-100 probe set")
 
 
 def score(model: torch.nn.Module, cifar10: ImageSplit, probe: tuple[ImageSplit, ImageSplit], mean, std,

@@ -379,13 +379,12 @@ def _cmd_train_teacher(args) -> int:
 
 def _cmd_transfer(args) -> int:
     from ..models import create_model, model_default_cfg
-    from .transfer import format_results, load_transfer_dataset, run_transfer
+    from .transfer import format_results, is_bundled, load_transfer_dataset, run_transfer
 
     cfg = model_default_cfg(args.student_model)
     registered = tuple(cfg.get("input_size", ()))
     in_chans = args.in_chans or (registered[0] if registered else 1)
-    bundled = args.dataset.startswith("digits") and not Path(args.dataset).exists()
-    image_size = args.image_size or (16 if bundled or not registered else registered[-1])
+    image_size = args.image_size or (16 if is_bundled(args.dataset) or not registered else registered[-1])
     # the data first: a wrong path or shape is reported before any weights are read
     train, test = load_transfer_dataset(args.dataset, image_size=image_size, in_chans=in_chans, resize=args.resize,
                                         split_seed=args.split_seed)

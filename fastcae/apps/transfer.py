@@ -248,6 +248,7 @@ def fine_tune(model: nn.Module, train, test, mean, std, *, epochs: int = 10, lr:
 
 
 BUILTIN_SETS = "'digits', 'digits-A-B' (e.g. digits-5-9)"
+BUNDLED = r"digits(?:-(\d)-(\d))?"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm")
 
 
@@ -271,9 +272,8 @@ def load_transfer_dataset(name: str, image_size: int | None = 16, in_chans: int 
     that names it, raised before any model runs.
     """
     path = Path(name).expanduser()
-    match = re.fullmatch(r"digits(?:-(\d)-(\d))?", name)
-    if match is not None and not path.exists():
-        return _bundled_digits(name, match, image_size or 16, in_chans)
+    if is_bundled(name):
+        return _bundled_digits(name, re.fullmatch(BUNDLED, name), image_size or 16, in_chans)
     if not path.exists():
         raise FileNotFoundError(f"transfer dataset {name!r}: no such file or directory. Give {BUILTIN_SETS}, an "
                                 f".npz of images and labels, or an ImageFolder directory")
@@ -287,6 +287,11 @@ def load_transfer_dataset(name: str, image_size: int | None = 16, in_chans: int 
         splits = split_stratified(splits[0], 0.5, split_seed)
     return tuple(_fit_shape(s, image_size, in_chans, resize, f"{path} ({part})")
                  for s, part in zip(splits, ("train", "test")))
+
+
+def is_bundled(name: str) -> bool:
+    """Whether ``name`` is a bundled set (``digits``, ``digits-A-B``) rather than a file or directory of that name."""
+    return re.fullmatch(BUNDLED, name) is not None and not Path(name).expanduser().exists()
 
 
 def _bundled_digits(name: str, match, image_size: int, in_chans: int) -> tuple[ImageSplit, ImageSplit]:
