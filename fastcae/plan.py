@@ -88,8 +88,12 @@ STUDENT_BATCHES = (512, 256, 128)
 # points at 60 s). Measured at 60 s on 2 CPU cores, 3 seeds, against batch 128 in the same session
 # (benchmarks/results/fidelity-batch64-60s-2026-12-05.json): +4.1, +4.4 and +6.3 points on the three 32 px
 # cases whose steps are the limit; the linear scaling of the learning rate (0.025) gained about half of that.
+# The bound was 500 steps, then STUDENT_STEPS_WANTED (2026-12-08): on natural images a 600 s run got 1,000-2,000
+# steps at 128, and on one kept pool of such a run (offline, 2 CPU cores, the same ~220 s of student time)
+# fresh ResNet-20s learnt 35.3-40.6% at batch 64 (lr 0.05, 0.1, 0.2) against 29.7-35.1% at 128 (lr 0.1, 0.2,
+# 0.4), and 48.0% from 1.75x the steps at 128: the student's steps were the limit, not the pool.
 SHORT_RUN_STUDENT_BATCH = 64
-MIN_STUDENT_STEPS = 500
+MIN_STUDENT_STEPS = STUDENT_STEPS_WANTED
 # The student's lr: NAYER's 0.2 at batch 512, scaled with the square root of the batch size (0.1 at 128).
 # Linear scaling (0.05 at 128) was the first choice. On the same kept images (offline, pool_study --variant
 # lr_s=0.1, benchmarks/results/pool-study-variants-2026-12-05.json) 0.1 gained on three of six cases and lost

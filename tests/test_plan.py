@@ -88,7 +88,10 @@ def test_a_short_run_halves_the_student_batch_for_more_steps_and_a_longer_one_ke
     assert before["student_batch_size"] == 128 and posts(before) < MIN_STUDENT_STEPS
     assert posts(short) >= 1.8 * posts(before)  # about twice the steps, on the same images
     monkeypatch.undo()
-    long = plan_schedule(cfg, costs, 240.0).schedule
+    # 240 s: about 1,100 steps at 128, below the bound (natural images at 600 s were here): batch 64
+    middle = plan_schedule(cfg, costs, 240.0).schedule
+    assert middle["student_batch_size"] == SHORT_RUN_STUDENT_BATCH and posts(middle) >= MIN_STUDENT_STEPS
+    long = plan_schedule(cfg, costs, 600.0).schedule
     assert long["student_batch_size"] == 128 and posts(long) >= MIN_STUDENT_STEPS
 
 
