@@ -25,7 +25,8 @@ The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% o
 - the student batch: the largest of ``STUDENT_BATCHES`` that still gets ``STUDENT_STEPS_WANTED`` steps, else
   128, at NAYER's learning rate scaled with the square root of the batch (``planned_lr``); a short run that
   would get fewer than ``MIN_STUDENT_STEPS`` steps at 128 takes ``SHORT_RUN_STUDENT_BATCH`` (64) at
-  ``SHORT_RUN_LR`` (0.05), for about twice the steps on the same images (+4 to +6 points on three cases at 60 s);
+  ``SHORT_RUN_LR`` (0.05), for about twice the steps on the same images (+4 to +6 points on three cases at 60 s;
+  on natural images at 600 s, +10 points for fresh students on one kept pool in the same time);
 - the generator is never re-created inside a planned run (re-creating it threw away the progress of the
   BN-statistics loss on deep teachers, and a budget has no time to win it back);
 - once, in the first epoch after the warm-up, the run times its own student steps and synthesis and
