@@ -22,9 +22,9 @@ The shares below follow NAYER's own proportions on CIFAR-10 (warm-up about 16% o
   ``benchmarks/results/fidelity-share-2026-12-02.json``, docs/fidelity.md);
 - about ``TARGET_EPOCHS`` post-warm-up epochs, so the per-epoch cosine is smooth, each of at least
   ``MIN_EPOCH_STEPS`` and at most ``MAX_EPOCH_STEPS`` (NAYER's 400) student steps;
-- the student batch: the largest of ``STUDENT_BATCHES`` that still gets ``STUDENT_STEPS_WANTED`` steps, else
-  128, at NAYER's learning rate scaled with the square root of the batch (``planned_lr``); a short run that
-  would get fewer than ``MIN_STUDENT_STEPS`` steps at 128 takes ``SHORT_RUN_STUDENT_BATCH`` (64) at
+- the student batch: the largest of ``STUDENT_BATCHES`` that still gets ``STUDENT_STEPS_WANTED`` steps, at
+  NAYER's learning rate scaled with the square root of the batch (``planned_lr``); a run that would get fewer
+  than ``MIN_STUDENT_STEPS`` (the same 2,000) steps at 128 takes ``SHORT_RUN_STUDENT_BATCH`` (64) at
   ``SHORT_RUN_LR`` (0.05), for about twice the steps on the same images (+4 to +6 points on three cases at 60 s;
   on natural images at 600 s, +10 points for fresh students on one kept pool in the same time);
 - the generator is never re-created inside a planned run (re-creating it threw away the progress of the
